@@ -1,0 +1,82 @@
+//! An R3 stream on a three-node NATS cluster.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use e2e::{NatsCluster, Stack};
+use serde_json::json;
+
+#[tokio::test]
+async fn an_r3_stream_keeps_every_ack_through_the_loss_of_a_node() {
+    let mut cluster = NatsCluster::start("cluster").await;
+    let env = [&[("CHAT_STREAM_REPLICAS", "3")], e2e::procs::UNTHROTTLED].concat();
+    let stack = Stack::build(&cluster.url, 1, 1, &env).await;
+    let mut ann = stack.connect("Ann").await;
+    ann.join("replicated").await;
+
+    let refs: Vec<String> = (0..600)
+        .map(|i| {
+            ann.send(
+                "message:send",
+                json!({"room": "replicated", "text": format!("m{i}")}),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.nodes[0].kill().await;
+
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for r in &refs {
+        let reply = ann.reply(r).await;
+        match reply["type"].as_str() {
+            Some("ack") => acked.push(reply["data"]["temp_id"].as_str().unwrap().to_owned()),
+            _ => {
+                assert_eq!(reply["data"]["code"], "unavailable", "{reply}");
+                refused += 1;
+            }
+        }
+    }
+    // With one node gone, sends are acked again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let reply = ann
+            .request(
+                "message:send",
+                json!({"room": "replicated", "text": "after the loss"}),
+            )
+            .await;
+        if reply["type"] == "ack" {
+            break reply["data"]["temp_id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ack 30 s after the node loss: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    acked.push(after);
+
+    let pool = stack.db.pool().await;
+    let stored: HashMap<String, i64> = e2e::eventually_within(Duration::from_secs(40), "every ack persisted", || {
+        let pool = pool.clone();
+        let want = acked.len();
+        async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT temp_id::text, count(*) FROM messages WHERE room_id = 'replicated' GROUP BY temp_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+            (rows.len() >= want).then(|| rows.into_iter().collect())
+        }
+    })
+    .await;
+    for t in &acked {
+        assert_eq!(stored.get(t), Some(&1), "acked {t} stored exactly once");
+    }
+    eprintln!(
+        "cluster: {} acked, {refused} refused as unavailable during the failover",
+        acked.len()
+    );
+}

@@ -1,0 +1,21 @@
+//! End-to-end tests of the real binaries. See the `e2e` crate's docs for
+//! what they need and `scripts/test.sh` for how they are run.
+
+mod browser;
+mod cluster;
+mod compose;
+mod conversation;
+mod duplicates;
+mod errors;
+mod lifecycle;
+mod loadgen;
+mod matching;
+mod messaging;
+mod operations;
+mod ordering;
+mod outages;
+mod presence;
+mod replay;
+mod rooms;
+mod scheduled;
+mod slow;

@@ -1,0 +1,155 @@
+//! Rebuilding the database from the stream.
+
+use e2e::procs::persister_command;
+use e2e::Stack;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+/// Every row of every table, as JSON, in a stable order.
+async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<Value>)> {
+    let mut all = Vec::new();
+    for (table, order) in [
+        ("rooms", "id"),
+        ("room_members", "room_id, user_id"),
+        ("messages", "id"),
+        ("users", "id"),
+    ] {
+        let sql = format!("SELECT to_jsonb(t) FROM (SELECT * FROM {table} ORDER BY {order}) t");
+        let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        all.push((table.to_owned(), rows));
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_second_changes_nothing()
+{
+    let mut stack = Stack::start().await;
+    let mut ann = stack.connect("Ann").await;
+    let mut bob = stack.connect("Bob").await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let c = if i % 2 == 0 { &mut ann } else { &mut bob };
+        let t = c.say("lobby", &format!("message {i}")).await;
+        ids.push(c.persisted(&t).await["id"].clone());
+    }
+    let attachments = json!([{"url": "https://example.com/x.png", "name": "x.png", "type": "image/png", "size": 3}]);
+    let t = ann
+        .ok("message:send", json!({"room": "lobby", "text": "with extras", "reply_to": ids[1], "attachments": attachments, "client_id": "c-9", "kind": "image"}))
+        .await["temp_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ann.persisted(&t).await;
+    ann.ok(
+        "message:edit",
+        json!({"room": "lobby", "id": ids[0], "text": "edited once"}),
+    )
+    .await;
+    ann.ok(
+        "message:edit",
+        json!({"room": "lobby", "id": ids[0], "text": "edited twice"}),
+    )
+    .await;
+    bob.ok("message:delete", json!({"room": "lobby", "id": ids[3]}))
+        .await;
+    bob.ok(
+        "message:read",
+        json!({"room": "lobby", "message_id": ids[10]}),
+    )
+    .await;
+    ann.ok(
+        "room:create",
+        json!({"room": "inner", "kind": "group", "members": [bob.user.id]}),
+    )
+    .await;
+    ann.ok(
+        "room:set_role",
+        json!({"room": "inner", "user": bob.user.id, "role": "admin"}),
+    )
+    .await;
+    bob.ok("room:leave", json!({"room": "lobby"})).await;
+    // Each room's last change is persisted once its event arrives (rooms
+    // in different partitions are written independently).
+    ann.expect_event("room:left").await;
+    let role = bob.expect_event("room:role").await;
+    assert_eq!(role["data"]["role"], "admin", "the new admin hears of it");
+
+    let pool = stack.db.pool().await;
+    let before = snapshot(&pool).await;
+    assert_eq!(before[2].1.len(), 13, "all messages stored");
+
+    let p = stack.persisters.remove(0);
+    p.process.stop().await;
+    sqlx::query("TRUNCATE messages, room_members, rooms, users")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_ne!(snapshot(&pool).await, before);
+
+    let out = persister_command(&stack.config, &["replay"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "replay failed: {stderr}");
+    assert!(
+        stderr.contains("replay: done"),
+        "progress on stderr: {stderr}"
+    );
+    let after = snapshot(&pool).await;
+    for ((table, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a, b, "table {table} differs after the replay");
+    }
+
+    let again = persister_command(&stack.config, &["replay"]).await;
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(again.status.success(), "second replay failed: {stderr}");
+    let read = |s: &str| {
+        s.split(" jobs read")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert!(read(&stderr).is_some_and(|n| n > 0), "{stderr}");
+    assert_eq!(
+        read(&stderr),
+        read(&String::from_utf8_lossy(&out.stderr)),
+        "both replays read the whole stream"
+    );
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "a second replay changes nothing"
+    );
+
+    // A range: up to an early sequence restores only the start.
+    sqlx::query("TRUNCATE messages, room_members, rooms, users")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let part = persister_command(
+        &stack.config,
+        &["replay", "--from-seq", "1", "--to-seq", "6"],
+    )
+    .await;
+    assert!(
+        part.status.success(),
+        "{}",
+        String::from_utf8_lossy(&part.stderr)
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(n > 0 && n < 13, "a prefix of the messages: {n}");
+    let rest = persister_command(&stack.config, &["replay", "--from-seq", "7"]).await;
+    assert!(
+        rest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rest.stderr)
+    );
+    assert_eq!(snapshot(&pool).await, before, "two ranges make the whole");
+}

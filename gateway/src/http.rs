@@ -1,0 +1,322 @@
+//! Routes. One function per route returning a filter; every refusal becomes
+//! the contract's JSON error in one `recover`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use shared::health::Readiness;
+use shared::protocol::{ApiError, ErrorCode, HistoryQuery, SendMessage, User};
+use warp::http::StatusCode;
+use warp::reject::Reject;
+use warp::{Filter, Rejection, Reply};
+
+use crate::app::{App, BODY_LIMIT, FRAME_HARD_LIMIT};
+use crate::auth::{AuthError, Identity};
+use crate::requests;
+
+/// An `ApiError` travelling as a warp rejection.
+#[derive(Debug)]
+struct Refusal(ApiError);
+impl Reject for Refusal {}
+
+fn refuse(err: ApiError) -> Rejection {
+    warp::reject::custom(Refusal(err))
+}
+
+fn unauthorized(err: &AuthError) -> Rejection {
+    tracing::debug!(error = %err, "refused a token");
+    refuse(ApiError::new(
+        ErrorCode::Unauthorized,
+        "a valid bearer token is required",
+    ))
+}
+
+/// Every route of the gateway.
+pub fn routes(
+    app: Arc<App>,
+    metrics: PrometheusHandle,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let health = shared::health::routes(Arc::new(Ready(app.clone())), metrics);
+    web_client()
+        .or(guest(app.clone()))
+        .or(websocket(app.clone()))
+        .or(post_message(app.clone()))
+        .or(get_messages(app.clone()))
+        .or(list_rooms(app))
+        .or(health)
+        .recover(recover)
+}
+
+/// The web client at `/`, its files compiled into the binary.
+fn web_client() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    const INDEX: &str = include_str!("../web/index.html");
+    const JS: &str = include_str!("../web/app.js");
+    const CSS: &str = include_str!("../web/app.css");
+    let file = |body: &'static str, kind: &'static str| {
+        warp::reply::with_header(
+            warp::reply::with_header(body, "content-type", kind),
+            "cache-control",
+            "no-cache",
+        )
+        .into_response()
+    };
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(move || file(INDEX, "text/html; charset=utf-8"));
+    let js = warp::path!("app.js")
+        .and(warp::get())
+        .map(move || file(JS, "text/javascript; charset=utf-8"));
+    let css = warp::path!("app.css")
+        .and(warp::get())
+        .map(move || file(CSS, "text/css; charset=utf-8"));
+    index.or(js).unify().or(css).unify()
+}
+
+fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+/// The caller of a `/v1` endpoint, from `Authorization: Bearer`.
+fn authenticated(app: Arc<App>) -> impl Filter<Extract = (User,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let app = app.clone();
+        async move {
+            let token = header
+                .as_deref()
+                .and_then(bearer)
+                .ok_or_else(|| unauthorized(&AuthError::Missing))?;
+            app.keys
+                .verify(token)
+                .map(|id| id.user)
+                .map_err(|e| unauthorized(&e))
+        }
+    })
+}
+
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A JSON body of at most [`BODY_LIMIT`] bytes, parsed by us so that every
+/// failure gets the contract's error.
+fn json_body<T: for<'de> Deserialize<'de> + Send>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(|len: Option<u64>| async move {
+            match len {
+                Some(n) if n > BODY_LIMIT => {
+                    Err(refuse(ApiError::too_large("body is over 64 KiB")))
+                }
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(BODY_LIMIT))
+        .and(warp::body::bytes())
+        .and_then(|body: Bytes| async move {
+            let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+                b"{}"
+            } else {
+                &body
+            };
+            serde_json::from_slice::<T>(body).map_err(|err| {
+                let msg = err.to_string();
+                let msg = msg.split(" at line").next().unwrap_or(&msg).to_owned();
+                refuse(ApiError::bad_request(format!("bad body: {msg}")))
+            })
+        })
+}
+
+fn reply_json<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GuestRequest {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `POST /v1/auth/guest`.
+fn guest(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "auth" / "guest")
+        .and(warp::post())
+        .and(json_body::<GuestRequest>())
+        .and(with_app(app))
+        .and_then(|req: GuestRequest, app: Arc<App>| async move {
+            let name = match req.name {
+                Some(n) => shared::validate::display_name(&n).map_err(refuse)?,
+                None => crate::auth::friendly_name(),
+            };
+            let (token, user) = app.keys.mint_guest(name).map_err(|e| {
+                tracing::error!(error = %e, "minting a guest token");
+                refuse(ApiError::new(ErrorCode::Unavailable, "cannot sign tokens"))
+            })?;
+            Ok::<_, Rejection>(reply_json(
+                StatusCode::OK,
+                &serde_json::json!({"token": token, "user": user}),
+            ))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /v1/ws`: the token from the header or `?token=`, checked before
+/// the upgrade.
+fn websocket(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "ws")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(
+            warp::query::<TokenQuery>()
+                .or(warp::any().map(|| TokenQuery { token: None }))
+                .unify(),
+        )
+        .and(with_app(app))
+        .and_then(
+            |header: Option<String>, q: TokenQuery, app: Arc<App>| async move {
+                let token = header
+                    .as_deref()
+                    .and_then(bearer)
+                    .map(str::to_owned)
+                    .or(q.token)
+                    .ok_or_else(|| unauthorized(&AuthError::Missing))?;
+                let identity = app.keys.verify(&token).map_err(|e| unauthorized(&e))?;
+                Ok::<_, Rejection>((identity, app))
+            },
+        )
+        .untuple_one()
+        .and(crate::websocket::upgrade())
+        .and_then(
+            |identity: Identity, app: Arc<App>, ws: crate::websocket::Upgrade| async move {
+                let Ok(permit) = app.connection_slots.clone().try_acquire_owned() else {
+                    metrics::counter!("gateway_connections_refused_total").increment(1);
+                    return Err(refuse(ApiError::new(
+                        ErrorCode::Unavailable,
+                        "this gateway is at its connection limit; try another or later",
+                    )));
+                };
+                Ok(ws.accept(FRAME_HARD_LIMIT, move |socket| {
+                    let sessions = app.sessions.clone();
+                    sessions.track_future(async move {
+                        crate::session::serve(socket, app, identity).await;
+                        drop(permit);
+                    })
+                }))
+            },
+        )
+}
+
+fn room_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path::param::<String>().and_then(|room: String| async move {
+        shared::validate::room_id(&room).map_err(refuse)?;
+        Ok::<_, Rejection>(room)
+    })
+}
+
+/// `POST /v1/rooms/{room}/messages`: the WebSocket send over HTTP.
+fn post_message(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("messages"))
+        .and(warp::post())
+        .and(authenticated(app.clone()))
+        .and(json_body::<SendMessage>())
+        .and(with_app(app))
+        .and_then(
+            |room: String, user: User, req: SendMessage, app: Arc<App>| async move {
+                let ack = requests::send(&app, &user, &room, req)
+                    .await
+                    .map_err(refuse)?;
+                Ok::<_, Rejection>(reply_json(StatusCode::ACCEPTED, &ack))
+            },
+        )
+}
+
+/// `GET /v1/rooms/{room}/messages`.
+fn get_messages(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("messages"))
+        .and(warp::get())
+        .and(authenticated(app.clone()))
+        .and(warp::query::<HistoryQuery>())
+        .and(with_app(app))
+        .and_then(
+            |room: String, user: User, q: HistoryQuery, app: Arc<App>| async move {
+                let page = requests::history(&app, &user, &room, &q)
+                    .await
+                    .map_err(refuse)?;
+                Ok::<_, Rejection>(reply_json(StatusCode::OK, &page))
+            },
+        )
+}
+
+/// `GET /v1/rooms`.
+fn list_rooms(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "rooms")
+        .and(warp::get())
+        .and(authenticated(app.clone()))
+        .and(with_app(app))
+        .and_then(|user: User, app: Arc<App>| async move {
+            let list = requests::rooms(&app, &user).await.map_err(refuse)?;
+            Ok::<_, Rejection>(reply_json(StatusCode::OK, &list))
+        })
+}
+
+/// Maps every rejection to `{"code", "message"}` with the contract's status.
+async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let err = if let Some(Refusal(err)) = rejection.find::<Refusal>() {
+        err.clone()
+    } else if rejection.is_not_found() {
+        ApiError::new(ErrorCode::NotFound, "no such endpoint")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::too_large("body is over 64 KiB")
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ApiError::bad_request("bad query string: after, before and limit are integers")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(ErrorCode::NotFound, "no such endpoint for this method")
+    } else if rejection.find::<warp::reject::MissingHeader>().is_some()
+        || rejection.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        ApiError::bad_request("missing or bad header (a WebSocket upgrade needs its headers)")
+    } else {
+        tracing::debug!(?rejection, "unexpected rejection");
+        ApiError::bad_request("bad request")
+    };
+    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    Ok(reply_json(status, &err))
+}
+
+/// The gateway's `/readyz`.
+struct Ready(Arc<App>);
+
+impl Readiness for Ready {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            match self.0.why_not_ready().await {
+                Some(why) => Err(why.to_owned()),
+                None => Ok(()),
+            }
+        })
+    }
+}

@@ -1,0 +1,701 @@
+//! This gateway's share of fan-out: which local connections are in which
+//! room, one NATS subscription per room that has any, and delivery of each
+//! room event to those connections.
+//!
+//! Membership of local users is kept here too: it is what a send is checked
+//! against, without a database round trip. It is loaded from PostgreSQL
+//! when a user's first connection opens and updated at once by the joins
+//! and leaves this gateway accepts, so a send right after a join passes
+//! although the join is still a job in the stream.
+//!
+//! The lock is a `std` RwLock, never held across an `.await`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use async_nats::Client;
+use futures::StreamExt;
+use shared::events::RoomEvent;
+use shared::subjects::Subjects;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::websocket::{self, Frame};
+
+pub type ConnId = u64;
+
+/// Close codes this gateway uses.
+pub mod close {
+    pub const GOING_AWAY: (u16, &str) = (1001, "closing");
+    pub const SERVER_RESTART: (u16, &str) = (1012, "server restarting; reconnect");
+    pub const TRY_AGAIN_LATER: (u16, &str) = (1013, "service unavailable; try again later");
+    pub const TOO_BIG: (u16, &str) = (1009, "frame too large");
+    pub const TOKEN_EXPIRED: (u16, &str) = (4001, "token expired");
+    pub const TOO_SLOW: (u16, &str) = (4008, "too slow to read events; reconnect and catch up");
+}
+
+/// How a connection is ended, and why.
+#[derive(Clone)]
+pub struct Closer {
+    /// Stops the reader: no more frames are taken.
+    stop: CancellationToken,
+    /// Stops the writer at once, dropping what is queued (slow readers).
+    abort: CancellationToken,
+    reason: Arc<Mutex<Option<(u16, &'static str)>>>,
+}
+
+impl Closer {
+    /// `parent` is the gateway's shutdown: cancelling it ends every
+    /// connection with "server restarting".
+    pub fn new(parent: &CancellationToken) -> Self {
+        Self {
+            stop: parent.child_token(),
+            abort: CancellationToken::new(),
+            reason: Arc::default(),
+        }
+    }
+
+    /// Ends the connection after what is queued has been written.
+    pub fn close(&self, reason: (u16, &'static str)) {
+        self.set_reason(reason);
+        self.stop.cancel();
+    }
+
+    /// Ends the connection now, dropping what is queued.
+    pub fn abort(&self, reason: (u16, &'static str)) {
+        self.set_reason(reason);
+        self.stop.cancel();
+        self.abort.cancel();
+    }
+
+    fn set_reason(&self, reason: (u16, &'static str)) {
+        // A poisoned lock only means another thread panicked mid-store of a
+        // Copy value; the value is still usable.
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        r.get_or_insert(reason);
+    }
+
+    /// The close code and reason to send.
+    pub fn reason(&self) -> (u16, &'static str) {
+        let r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        r.unwrap_or(if self.stop.is_cancelled() {
+            close::SERVER_RESTART
+        } else {
+            close::GOING_AWAY
+        })
+    }
+
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    pub fn aborted(&self) -> &CancellationToken {
+        &self.abort
+    }
+}
+
+/// A local connection as the hub sees it.
+#[derive(Clone)]
+pub struct Conn {
+    pub id: ConnId,
+    pub user: Uuid,
+    tx: mpsc::Sender<Frame>,
+    closer: Closer,
+    gate: Arc<Mutex<AckGate>>,
+}
+
+/// Holds events back while sends of this connection wait for their
+/// PubAcks: the persister can be quicker than a PubAck's way back, and the
+/// sender must get its ack before that message's `message:persisted`. Once
+/// one event is held, every later one is held behind it, so each room's
+/// events stay in `seq` order; an ack lets go of what was held up to the
+/// next event whose own ack is still on its way.
+#[derive(Default)]
+struct AckGate {
+    /// Sends published and not acked yet; a handful at most, in order.
+    awaiting: Vec<Uuid>,
+    held: VecDeque<(Frame, Option<Uuid>)>,
+}
+
+impl AckGate {
+    fn awaits(&self, temp_id: Option<Uuid>) -> bool {
+        temp_id.is_some_and(|t| self.awaiting.contains(&t))
+    }
+}
+
+impl Conn {
+    pub fn new(id: ConnId, user: Uuid, tx: mpsc::Sender<Frame>, closer: Closer) -> Self {
+        Self {
+            id,
+            user,
+            tx,
+            closer,
+            gate: Arc::default(),
+        }
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, AckGate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A send with this `temp_id` is about to be published.
+    pub fn expect_ack(&self, temp_id: Uuid) {
+        self.gate().awaiting.push(temp_id);
+    }
+
+    /// The reply to the send `temp_id` (an ack or an error) is queued: the
+    /// events held for it may go.
+    pub fn settle(&self, temp_id: Uuid) {
+        let mut gate = self.gate();
+        gate.awaiting.retain(|t| *t != temp_id);
+        // Pushed under the gate's lock so no new event overtakes them.
+        while let Some((_, t)) = gate.held.front() {
+            if gate.awaits(*t) {
+                break;
+            }
+            if let Some((frame, _)) = gate.held.pop_front() {
+                self.push(frame);
+            }
+        }
+    }
+
+    /// Queues an ephemeral event (typing, presence, a read mark's echo)
+    /// unless the connection is falling behind: then it is dropped, so the
+    /// room left in the queue goes to messages.
+    fn offer_ephemeral(&self, frame: &Frame) {
+        let free = self.tx.capacity();
+        if free * 4 <= self.tx.max_capacity() {
+            metrics::counter!("gateway_ephemeral_dropped_total").increment(1);
+            return;
+        }
+        self.offer(frame, None);
+    }
+
+    /// Queues an event without waiting, unless the ack gate holds it.
+    fn offer(&self, frame: &Frame, temp_id: Option<Uuid>) {
+        let mut gate = self.gate();
+        let hold = !gate.held.is_empty() || gate.awaits(temp_id);
+        if !hold {
+            self.push(frame.clone());
+        } else if gate.held.len() < self.tx.max_capacity() {
+            gate.held.push_back((frame.clone(), temp_id));
+        } else {
+            self.too_slow();
+        }
+    }
+
+    /// A connection whose queue is full is not keeping up: it is
+    /// disconnected rather than allowed to slow the room, and catches up
+    /// with history when it reconnects.
+    fn push(&self, frame: Frame) {
+        match self.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.too_slow(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn too_slow(&self) {
+        metrics::counter!("gateway_slow_disconnects_total").increment(1);
+        tracing::info!(conn = self.id, user = %self.user, "disconnecting a connection too slow to read its events");
+        self.closer.abort(close::TOO_SLOW);
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    conns: HashMap<ConnId, Conn>,
+    /// Aborts the room's subscription task when the room is dropped.
+    subscription: Option<AbortOnDrop>,
+}
+
+struct LocalUser {
+    name: String,
+    rooms: HashSet<String>,
+    conns: HashMap<ConnId, Conn>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, Room>,
+    users: HashMap<Uuid, LocalUser>,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct Hub {
+    inner: RwLock<Inner>,
+    client: Client,
+    subjects: Subjects,
+    me: Weak<Hub>,
+}
+
+impl Hub {
+    pub fn new(client: Client, subjects: Subjects) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            inner: RwLock::default(),
+            client,
+            subjects,
+            me: me.clone(),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `user` is a member of `room`, if this gateway knows the user
+    /// (they have a connection here); `None` otherwise.
+    pub fn is_member(&self, user: Uuid, room: &str) -> Option<bool> {
+        self.read().users.get(&user).map(|u| u.rooms.contains(room))
+    }
+
+    /// The rooms of a user connected here, if any.
+    pub fn rooms_of(&self, user: Uuid) -> Option<Vec<String>> {
+        self.read()
+            .users
+            .get(&user)
+            .map(|u| u.rooms.iter().cloned().collect())
+    }
+
+    /// The name of a user connected here.
+    pub fn user(&self, id: Uuid) -> Option<shared::protocol::User> {
+        self.read().users.get(&id).map(|u| shared::protocol::User {
+            id,
+            name: u.name.clone(),
+        })
+    }
+
+    /// Registers a new connection. `stored_rooms` are the user's rooms in
+    /// PostgreSQL; when the user already has connections here, the rooms
+    /// this gateway knows of (fresher: joins not persisted yet) are kept
+    /// too. Returns the user's rooms once the connection receives their
+    /// events and the user's own.
+    pub async fn connect(
+        &self,
+        conn: Conn,
+        name: &str,
+        stored_rooms: Vec<String>,
+    ) -> (Vec<String>, bool) {
+        let (rooms, first) = {
+            let mut inner = self.write();
+            let first = !inner.users.contains_key(&conn.user);
+            let user = inner.users.entry(conn.user).or_insert_with(|| LocalUser {
+                name: name.to_owned(),
+                rooms: HashSet::new(),
+                conns: HashMap::new(),
+            });
+            user.name = name.to_owned();
+            user.rooms.extend(stored_rooms);
+            user.conns.insert(conn.id, conn.clone());
+            let rooms: Vec<String> = user.rooms.iter().cloned().collect();
+            for room in &rooms {
+                inner
+                    .rooms
+                    .entry(room.clone())
+                    .or_default()
+                    .conns
+                    .insert(conn.id, conn.clone());
+            }
+            (rooms, first)
+        };
+        self.subscribe(&rooms).await;
+        metrics::gauge!("gateway_connections").increment(1.0);
+        (rooms, first)
+    }
+
+    /// Removes a connection; rooms left without local connections are
+    /// unsubscribed, and a user without connections is forgotten. Returns
+    /// whether it was the user's last connection here.
+    pub fn disconnect(&self, conn: &Conn) -> bool {
+        let mut inner = self.write();
+        let Some(user) = inner.users.get_mut(&conn.user) else {
+            return false;
+        };
+        user.conns.remove(&conn.id);
+        let rooms: Vec<String> = user.rooms.iter().cloned().collect();
+        let last = user.conns.is_empty();
+        if last {
+            inner.users.remove(&conn.user);
+        }
+        for room in rooms {
+            remove_conn(&mut inner, &room, conn.id);
+        }
+        metrics::gauge!("gateway_connections").decrement(1.0);
+        last
+    }
+
+    /// Whether the user has a connection here.
+    pub fn has_user(&self, user: Uuid) -> bool {
+        self.read().users.contains_key(&user)
+    }
+
+    /// Every local user with their rooms.
+    pub fn local_users(&self) -> Vec<(shared::protocol::User, Vec<String>)> {
+        self.read()
+            .users
+            .iter()
+            .map(|(id, u)| {
+                (
+                    shared::protocol::User {
+                        id: *id,
+                        name: u.name.clone(),
+                    },
+                    u.rooms.iter().cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Queues an ephemeral `frame` (presence) once to every local
+    /// connection in any of `rooms`, except the connections of `skip`.
+    /// Returns how many it was offered to.
+    pub fn deliver_to_rooms<'a>(
+        &self,
+        rooms: impl IntoIterator<Item = &'a String>,
+        skip: Uuid,
+        frame: &Frame,
+    ) -> usize {
+        let inner = self.read();
+        let mut sent = HashSet::new();
+        for room in rooms {
+            if let Some(entry) = inner.rooms.get(room) {
+                for conn in entry.conns.values() {
+                    if conn.user != skip && sent.insert(conn.id) {
+                        conn.offer_ephemeral(frame);
+                    }
+                }
+            }
+        }
+        sent.len()
+    }
+
+    /// Queues `frame` to one connection.
+    pub fn deliver_to_conn(&self, user: Uuid, conn: ConnId, frame: &Frame) {
+        let inner = self.read();
+        if let Some(c) = inner.users.get(&user).and_then(|u| u.conns.get(&conn)) {
+            c.offer(frame, None);
+        }
+    }
+
+    /// Makes `user` a member of `room` on this gateway: all of the user's
+    /// connections here receive the room's events from now on.
+    pub async fn add_member(&self, user: Uuid, room: &str) {
+        if self.admit(user, room) {
+            self.subscribe(&[room.to_owned()]).await;
+        }
+    }
+
+    /// Puts a local user's connections in `room`; returns whether the user
+    /// is local (and so the room needs a subscription).
+    fn admit(&self, user: Uuid, room: &str) -> bool {
+        let mut inner = self.write();
+        let Some(local) = inner.users.get_mut(&user) else {
+            return false;
+        };
+        local.rooms.insert(room.to_owned());
+        let conns: Vec<Conn> = local.conns.values().cloned().collect();
+        let entry = inner.rooms.entry(room.to_owned()).or_default();
+        for c in conns {
+            entry.conns.insert(c.id, c);
+        }
+        true
+    }
+
+    /// Takes `user` out of `room` on this gateway.
+    pub fn remove_member(&self, user: Uuid, room: &str) {
+        let mut inner = self.write();
+        let Some(local) = inner.users.get_mut(&user) else {
+            return;
+        };
+        local.rooms.remove(room);
+        let ids: Vec<ConnId> = local.conns.keys().copied().collect();
+        for id in ids {
+            remove_conn(&mut inner, room, id);
+        }
+    }
+
+    /// Subscribes to the events of each room that has local connections
+    /// and no subscription yet, and returns once NATS has the
+    /// subscriptions, so no event published afterwards is missed.
+    async fn subscribe(&self, rooms: &[String]) {
+        let missing: Vec<&String> = {
+            let inner = self.read();
+            rooms
+                .iter()
+                .filter(|r| {
+                    inner
+                        .rooms
+                        .get(*r)
+                        .is_some_and(|e| e.subscription.is_none())
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let mut subs = Vec::with_capacity(missing.len());
+        for room in missing {
+            match self.client.subscribe(self.subjects.room_events(room)).await {
+                Ok(sub) => subs.push((room, sub)),
+                Err(err) => {
+                    tracing::warn!(room = %room, error = %err, "cannot subscribe to room events")
+                }
+            }
+        }
+        if let Err(err) = self.client.flush().await {
+            tracing::warn!(error = %err, "flushing room subscriptions");
+        }
+        let mut inner = self.write();
+        for (room, sub) in subs {
+            // The room may have emptied meanwhile, or another call may have
+            // subscribed first: then this subscription is dropped (and so
+            // unsubscribed) here.
+            if let Some(entry) = inner.rooms.get_mut(room) {
+                if entry.subscription.is_none() && !entry.conns.is_empty() {
+                    let task = tokio::spawn(forward(self.me.clone(), room.clone(), sub));
+                    entry.subscription = Some(AbortOnDrop(task.abort_handle()));
+                }
+            }
+        }
+    }
+
+    /// Follows every user's own events (invitations, membership changes
+    /// made on other gateways) on one subscription for the whole gateway,
+    /// keeping those of local users. One subscription rather than one per
+    /// user keeps an idle connection small; these events are rare.
+    ///
+    /// # Errors
+    /// When NATS refuses the subscription.
+    pub async fn follow_users(&self) -> Result<(), async_nats::SubscribeError> {
+        let sub = self
+            .client
+            .subscribe(self.subjects.all_user_events())
+            .await?;
+        tokio::spawn(forward_users(self.me.clone(), sub));
+        Ok(())
+    }
+
+    /// An event on a user's subject: a membership change is applied here
+    /// first (so the user's connections get the room's events from now on),
+    /// then the frame goes to the user's connections unless it skips them.
+    async fn on_user_event(&self, user: Uuid, event: &RoomEvent) {
+        if event.user == Some(user) {
+            if let Some(room) = event.room.as_deref() {
+                if self.apply_membership(user, room, &event.kind) {
+                    self.subscribe(&[room.to_owned()]).await;
+                }
+            }
+        }
+        if event.skip_user == Some(user) {
+            return;
+        }
+        let Some(frame) = websocket::frame(event.frame.clone()) else {
+            return;
+        };
+        let inner = self.read();
+        if let Some(local) = inner.users.get(&user) {
+            for conn in local.conns.values() {
+                conn.offer(&frame, event.temp_id);
+            }
+        }
+    }
+
+    /// Applies a membership event about local user `user` in `room`;
+    /// returns whether the room now needs a subscription.
+    fn apply_membership(&self, user: Uuid, room: &str, kind: &str) -> bool {
+        match kind {
+            shared::protocol::event::ROOM_JOINED => self.admit(user, room),
+            shared::protocol::event::ROOM_LEFT => {
+                self.remove_member(user, room);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands one event to every local connection in the room but the
+    /// skipped user's. The frame's bytes are checked once and shared, not
+    /// copied.
+    ///
+    /// A membership change of a local user seen here, on the room's own
+    /// subject, is applied before anything after it in the room is
+    /// delivered: the same change also comes on the user's subject, but
+    /// that is another subscription, and a message right after the join
+    /// could overtake it. (The room is subscribed already: this is its
+    /// subscription.)
+    fn deliver(&self, room: &str, event: &RoomEvent) {
+        if let Some(user) = event.user {
+            self.apply_membership(user, room, &event.kind);
+        }
+        let Some(frame) = websocket::frame(event.frame.clone()) else {
+            return;
+        };
+        let inner = self.read();
+        let Some(entry) = inner.rooms.get(room) else {
+            return;
+        };
+        let mut n = 0u64;
+        let ephemeral = is_ephemeral(&event.kind);
+        for conn in entry.conns.values() {
+            if Some(conn.user) != event.skip_user {
+                if ephemeral {
+                    conn.offer_ephemeral(&frame);
+                } else {
+                    conn.offer(&frame, event.temp_id);
+                }
+                n += 1;
+            }
+        }
+        metrics::counter!("gateway_events_delivered_total").increment(n);
+    }
+
+    /// Connections open on this gateway.
+    pub fn connection_count(&self) -> usize {
+        self.read().users.values().map(|u| u.conns.len()).sum()
+    }
+}
+
+/// Events that lose nothing when dropped: the next one supersedes them.
+fn is_ephemeral(kind: &str) -> bool {
+    kind.starts_with("typing:") || kind.starts_with("presence:") || kind == "message:read"
+}
+
+fn remove_conn(inner: &mut Inner, room: &str, id: ConnId) {
+    if let Some(entry) = inner.rooms.get_mut(room) {
+        entry.conns.remove(&id);
+        if entry.conns.is_empty() {
+            // Dropping the entry aborts its subscription task.
+            inner.rooms.remove(room);
+        }
+    }
+}
+
+/// Forwards users' events from NATS to the hub, for the users connected
+/// here.
+async fn forward_users(hub: Weak<Hub>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let Some(hub) = hub.upgrade() else { return };
+        let Some(user) = hub.subjects.user_of_events(&msg.subject) else {
+            continue;
+        };
+        if !hub.has_user(user) {
+            continue;
+        }
+        if let Some(event) = RoomEvent::from_nats(&msg) {
+            hub.on_user_event(user, &event).await;
+        }
+    }
+}
+
+/// Forwards a room's events from NATS to its local connections.
+async fn forward(hub: Weak<Hub>, room: String, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let Some(hub) = hub.upgrade() else { return };
+        match RoomEvent::from_nats(&msg) {
+            Some(event) => hub.deliver(&room, &event),
+            None => {
+                tracing::debug!(subject = %msg.subject, "ignoring a message without an event type")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(capacity: usize) -> (Conn, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let closer = Closer::new(&CancellationToken::new());
+        (Conn::new(1, Uuid::new_v4(), tx, closer), rx)
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Frame>) -> Vec<Frame> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_persisted_event_that_beats_its_pub_ack_waits_for_the_ack() {
+        let (conn, mut rx) = conn(16);
+        let temp_id = Uuid::new_v4();
+        conn.expect_ack(temp_id);
+        conn.offer(&Frame::from_static("persisted"), Some(temp_id));
+        conn.offer(&Frame::from_static("later event"), None);
+        assert!(drain(&mut rx).is_empty(), "held until the ack is queued");
+        // The session queues the ack, then settles.
+        conn.tx.try_send(Frame::from_static("ack")).unwrap();
+        conn.settle(temp_id);
+        assert_eq!(drain(&mut rx), ["ack", "persisted", "later event"]);
+        conn.offer(&Frame::from_static("after"), None);
+        assert_eq!(drain(&mut rx), ["after"], "nothing is held once released");
+    }
+
+    #[test]
+    fn events_of_other_sends_are_not_held() {
+        let (conn, mut rx) = conn(16);
+        conn.expect_ack(Uuid::new_v4());
+        conn.offer(&Frame::from_static("someone else's"), Some(Uuid::new_v4()));
+        assert_eq!(drain(&mut rx), ["someone else's"]);
+    }
+
+    #[test]
+    fn with_sends_in_flight_each_ack_lets_go_of_the_events_up_to_the_next_send() {
+        let (conn, mut rx) = conn(16);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        conn.expect_ack(a);
+        conn.expect_ack(b);
+        conn.offer(&Frame::from_static("a persisted"), Some(a));
+        conn.offer(&Frame::from_static("typing"), None);
+        conn.offer(&Frame::from_static("b persisted"), Some(b));
+        conn.offer(&Frame::from_static("after b"), None);
+        assert!(drain(&mut rx).is_empty());
+        conn.tx.try_send(Frame::from_static("ack a")).unwrap();
+        conn.settle(a);
+        assert_eq!(drain(&mut rx), ["ack a", "a persisted", "typing"]);
+        conn.tx.try_send(Frame::from_static("ack b")).unwrap();
+        conn.settle(b);
+        assert_eq!(drain(&mut rx), ["ack b", "b persisted", "after b"]);
+    }
+
+    #[test]
+    fn a_connection_falling_behind_loses_typing_and_presence_before_messages() {
+        let (conn, mut rx) = conn(8);
+        for _ in 0..6 {
+            conn.offer(&Frame::from_static("message"), None);
+        }
+        // Six of eight queued: ephemeral events are dropped, messages go on.
+        conn.offer_ephemeral(&Frame::from_static("typing"));
+        conn.offer(&Frame::from_static("message"), None);
+        assert!(!conn.closer.aborted().is_cancelled());
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 7);
+        assert!(got.iter().all(|f| *f == "message"));
+        // With room again, they flow.
+        conn.offer_ephemeral(&Frame::from_static("typing"));
+        assert_eq!(drain(&mut rx), ["typing"]);
+        assert!(is_ephemeral("typing:start") && is_ephemeral("presence:offline"));
+        assert!(!is_ephemeral("message:persisted") && !is_ephemeral("room:joined"));
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_the_slow_reader() {
+        let (conn, _rx) = conn(2);
+        for _ in 0..3 {
+            conn.offer(&Frame::from_static("e"), None);
+        }
+        assert!(conn.closer.aborted().is_cancelled());
+        assert_eq!(conn.closer.reason(), close::TOO_SLOW);
+    }
+}

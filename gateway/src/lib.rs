@@ -1,0 +1,122 @@
+//! The gateway: guest sign-in, the WebSocket and the REST API.
+//!
+//! It checks each request, publishes it as a job to JetStream and answers
+//! once JetStream has stored it; it never waits on PostgreSQL on the send
+//! path and never writes it. Events from the persister (and from other
+//! gateways) arrive on per-room NATS subjects and are fanned out to the
+//! local connections of each room by the [`hub`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod matching;
+pub mod membership;
+pub mod presence;
+pub mod publish;
+pub mod rate;
+pub mod requests;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+pub mod websocket;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::db::{self, Access};
+use tokio::net::TcpListener;
+
+use crate::app::{App, Limits};
+use crate::auth::Keys;
+use crate::config::Config;
+
+/// How long open connections get to finish what they have in hand after
+/// the gateway is asked to stop.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(6);
+
+/// Serves on `listener` until `shutdown` resolves; then stops accepting,
+/// tells every connection to reconnect, lets in-flight requests finish and
+/// drains NATS.
+///
+/// # Errors
+/// Bad configuration. Unreachable services are waited for.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let subjects = config.nats.subjects()?;
+    let metrics = shared::metrics::install()?;
+    telemetry::describe();
+    let client = shared::nats::connect(&config.nats, "gateway").await?;
+    let js = shared::nats::jetstream(client.clone());
+    let pool = db::pool(&config.db, Access::ReadOnly, "gateway")?;
+    let limits = Limits {
+        rate_per_s: config.gateway_rate_per_s,
+        rate_burst: config.gateway_rate_burst,
+        queue: config.gateway_connection_queue.max(16),
+    };
+    let app = Arc::new(App::new(
+        subjects.clone(),
+        client.clone(),
+        js.clone(),
+        pool.clone(),
+        Keys::new(&config.jwt_secret()),
+        limits,
+        config.gateway_max_connections,
+    ));
+
+    app.hub.follow_users().await?;
+    let presence = presence::Presence::start(
+        app.hub.clone(),
+        client.clone(),
+        format!("{}.presence", subjects.stream()),
+        app.stop.clone(),
+    )
+    .await;
+    let _ = app.presence.set(presence);
+
+    tokio::spawn({
+        let app = app.clone();
+        let nats = config.nats.clone();
+        async move {
+            shared::nats::ensure_stream(&app.js, &app.subjects, &nats).await;
+            app.set_stream_ready();
+        }
+    });
+
+    let stop = app.stop.clone();
+    let server = warp::serve(http::routes(app.clone(), metrics))
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            stop.cancel();
+        })
+        .run();
+    server.await;
+
+    // Stopped accepting; every connection was told to reconnect when `stop`
+    // was cancelled. Let them finish the frame in hand.
+    app.sessions.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, app.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = app.hub.connection_count(),
+            "connections still open at the drain deadline"
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(2), client.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("NATS drain timed out");
+    }
+    pool.close().await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

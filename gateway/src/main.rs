@@ -1,0 +1,14 @@
+use anyhow::Context;
+use clap::Parser;
+use gateway::config::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    config.log.init();
+    let addr = config.gateway_addr;
+    let listener =
+        shared::net::listen(addr).with_context(|| format!("binding GATEWAY_ADDR {addr}"))?;
+    tracing::info!(%addr, "gateway listening");
+    gateway::run(config, listener, shared::shutdown::signal()).await
+}

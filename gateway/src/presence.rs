@@ -1,0 +1,397 @@
+//! Presence across gateways.
+//!
+//! A user is online from their first open connection on any gateway to
+//! their last. Each gateway publishes on `<S>.presence` when a user's first
+//! connection opens here and when the last one closes (after a short
+//! grace, so a page reload does not flap), and every few seconds a
+//! snapshot of all its users, which is also its heartbeat. Every gateway
+//! keeps the others' snapshots and decides on its own, for its own
+//! connections, when a user turns online or offline: it tells the local
+//! connections that share a room with that user. A gateway whose heartbeat
+//! stops (killed) is dropped after [`EXPIRY`], and its users turn offline
+//! where they are not connected elsewhere.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use shared::protocol::{ServerFrame, User};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::hub::{ConnId, Hub};
+
+/// How often a gateway publishes its snapshot.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A gateway not heard from for this long is gone.
+pub const EXPIRY: Duration = Duration::from_secs(15);
+/// How long a user whose last connection closed stays online, in case they
+/// come straight back.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+const ONLINE: &str = "presence:online";
+const OFFLINE: &str = "presence:offline";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    user: User,
+    rooms: Vec<String>,
+}
+
+/// What gateways tell each other.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Notice {
+    Online {
+        gateway: Uuid,
+        entry: Entry,
+    },
+    Offline {
+        gateway: Uuid,
+        entry: Entry,
+    },
+    Snapshot {
+        gateway: Uuid,
+        users: Vec<Entry>,
+    },
+    /// A user online on `gateway` joined a room: its members learn the
+    /// user is online.
+    Joined {
+        gateway: Uuid,
+        user: User,
+        room: String,
+    },
+}
+
+struct Remote {
+    seen: Instant,
+    users: HashMap<Uuid, Entry>,
+}
+
+pub struct Presence {
+    id: Uuid,
+    hub: Arc<Hub>,
+    client: async_nats::Client,
+    subject: String,
+    remotes: Mutex<HashMap<Uuid, Remote>>,
+    me: Weak<Presence>,
+}
+
+#[derive(Serialize)]
+struct UserData<'a> {
+    user: &'a User,
+}
+
+impl Presence {
+    /// Starts listening and heartbeating until `stop`.
+    pub async fn start(
+        hub: Arc<Hub>,
+        client: async_nats::Client,
+        subject: String,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let presence = Arc::new_cyclic(|me| Self {
+            id: Uuid::new_v4(),
+            hub,
+            client: client.clone(),
+            subject: subject.clone(),
+            remotes: Mutex::default(),
+            me: me.clone(),
+        });
+        match client.subscribe(subject).await {
+            Ok(sub) => {
+                tokio::spawn(listen(presence.me.clone(), sub));
+            }
+            Err(err) => tracing::warn!(error = %err, "presence: cannot subscribe"),
+        }
+        tokio::spawn(heartbeat(presence.me.clone(), stop));
+        presence
+    }
+
+    fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Remote>> {
+        self.remotes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn online_elsewhere(&self, user: Uuid) -> bool {
+        self.remotes().values().any(|r| r.users.contains_key(&user))
+    }
+
+    fn online(&self, user: Uuid) -> bool {
+        self.hub.has_user(user) || self.online_elsewhere(user)
+    }
+
+    /// A user's first connection here opened.
+    pub async fn connected(&self, user: &User, rooms: &[String], conn: ConnId) {
+        let entry = Entry {
+            user: user.clone(),
+            rooms: rooms.to_vec(),
+        };
+        if !self.online_elsewhere(user.id) {
+            self.tell_local(ONLINE, &entry);
+        }
+        self.greet(user.id, conn, rooms);
+        self.publish(&Notice::Online {
+            gateway: self.id,
+            entry,
+        })
+        .await;
+    }
+
+    /// Another connection of a user already online here opened: it learns
+    /// who is online too.
+    pub fn greet(&self, user: Uuid, conn: ConnId, rooms: &[String]) {
+        let rooms: HashSet<&String> = rooms.iter().collect();
+        let mut mates: HashMap<Uuid, User> = HashMap::new();
+        for (u, their_rooms) in self.hub.local_users() {
+            if u.id != user && their_rooms.iter().any(|r| rooms.contains(r)) {
+                mates.insert(u.id, u);
+            }
+        }
+        for remote in self.remotes().values() {
+            for e in remote.users.values() {
+                if e.user.id != user && e.rooms.iter().any(|r| rooms.contains(r)) {
+                    mates.insert(e.user.id, e.user.clone());
+                }
+            }
+        }
+        for mate in mates.values() {
+            let frame = ServerFrame::new(ONLINE, UserData { user: mate })
+                .to_json()
+                .into();
+            self.hub.deliver_to_conn(user, conn, &frame);
+        }
+    }
+
+    /// A user connected here joined `room`: its members, on every gateway,
+    /// learn that the user is online (those who knew already hear it again,
+    /// which changes nothing).
+    pub async fn joined(&self, user: &User, room: &str) {
+        let entry = Entry {
+            user: user.clone(),
+            rooms: vec![room.to_owned()],
+        };
+        self.tell_local(ONLINE, &entry);
+        self.publish(&Notice::Joined {
+            gateway: self.id,
+            user: user.clone(),
+            room: room.to_owned(),
+        })
+        .await;
+    }
+
+    /// A connection that just joined a room learns which of its members
+    /// are online (anywhere).
+    pub fn greet_members(&self, user: Uuid, conn: ConnId, members: &[User]) {
+        for mate in members.iter().filter(|m| m.id != user && self.online(m.id)) {
+            let frame = ServerFrame::new(ONLINE, UserData { user: mate })
+                .to_json()
+                .into();
+            self.hub.deliver_to_conn(user, conn, &frame);
+        }
+    }
+
+    /// A user's last connection here closed: after the grace, if they did
+    /// not come back, they are offline here.
+    pub fn disconnected(&self, user: User, rooms: Vec<String>) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            tokio::time::sleep(GRACE).await;
+            if me.hub.has_user(user.id) {
+                return;
+            }
+            let entry = Entry { user, rooms };
+            if !me.online_elsewhere(entry.user.id) {
+                me.tell_local(OFFLINE, &entry);
+            }
+            me.publish(&Notice::Offline {
+                gateway: me.id,
+                entry,
+            })
+            .await;
+        });
+    }
+
+    /// Tells the local connections sharing a room with the user.
+    fn tell_local(&self, kind: &str, entry: &Entry) {
+        let frame = ServerFrame::new(kind, UserData { user: &entry.user })
+            .to_json()
+            .into();
+        self.hub
+            .deliver_to_rooms(&entry.rooms, entry.user.id, &frame);
+    }
+
+    async fn publish(&self, notice: &Notice) {
+        let Ok(payload) = serde_json::to_vec(notice) else {
+            return;
+        };
+        if let Err(err) = self
+            .client
+            .publish(self.subject.clone(), payload.into())
+            .await
+        {
+            tracing::debug!(error = %err, "presence notice not published");
+        }
+    }
+
+    /// Applies another gateway's notice, telling local connections of
+    /// every user it turns online or offline.
+    fn on_notice(&self, notice: Notice) {
+        let (Notice::Online { gateway, .. }
+        | Notice::Offline { gateway, .. }
+        | Notice::Snapshot { gateway, .. }
+        | Notice::Joined { gateway, .. }) = &notice;
+        let gateway = *gateway;
+        if gateway == self.id {
+            return;
+        }
+        if let Notice::Joined { user, room, .. } = notice {
+            self.on_joined(gateway, user, room);
+            return;
+        }
+        let mut changed: Vec<(bool, Entry)> = Vec::new();
+        {
+            let mut remotes = self.remotes();
+            let remote = remotes.entry(gateway).or_insert_with(|| Remote {
+                seen: Instant::now(),
+                users: HashMap::new(),
+            });
+            remote.seen = Instant::now();
+            match notice {
+                Notice::Online { entry, .. } => {
+                    if remote.users.insert(entry.user.id, entry.clone()).is_none() {
+                        changed.push((true, entry));
+                    }
+                }
+                Notice::Offline { entry, .. } => {
+                    if remote.users.remove(&entry.user.id).is_some() {
+                        changed.push((false, entry));
+                    }
+                }
+                Notice::Snapshot { users, .. } => {
+                    let fresh: HashMap<Uuid, Entry> =
+                        users.into_iter().map(|e| (e.user.id, e)).collect();
+                    for (id, e) in &remote.users {
+                        if !fresh.contains_key(id) {
+                            changed.push((false, e.clone()));
+                        }
+                    }
+                    for (id, e) in &fresh {
+                        if !remote.users.contains_key(id) {
+                            changed.push((true, e.clone()));
+                        }
+                    }
+                    remote.users = fresh;
+                }
+                // Handled above.
+                Notice::Joined { .. } => {}
+            }
+        }
+        self.announce(changed, Some(gateway));
+    }
+
+    /// Another gateway's user joined `room`: remembered with the user's
+    /// rooms there, and told to the room's local members.
+    fn on_joined(&self, gateway: Uuid, user: User, room: String) {
+        if let Some(entry) = self
+            .remotes()
+            .get_mut(&gateway)
+            .and_then(|r| r.users.get_mut(&user.id))
+        {
+            if !entry.rooms.contains(&room) {
+                entry.rooms.push(room.clone());
+            }
+        }
+        self.tell_local(
+            ONLINE,
+            &Entry {
+                user,
+                rooms: vec![room],
+            },
+        );
+    }
+
+    /// For each user that arrived at (`true`) or left (`false`) gateway
+    /// `from`: tells local connections if that changed whether the user is
+    /// online anywhere.
+    fn announce(&self, changed: Vec<(bool, Entry)>, from: Option<Uuid>) {
+        for (arrived, entry) in changed {
+            if arrived {
+                if !self.online_without(entry.user.id, from) {
+                    self.tell_local(ONLINE, &entry);
+                }
+            } else if !self.online(entry.user.id) {
+                self.tell_local(OFFLINE, &entry);
+            }
+        }
+    }
+
+    /// Whether the user is online here or on a gateway other than `except`.
+    fn online_without(&self, user: Uuid, except: Option<Uuid>) -> bool {
+        self.hub.has_user(user)
+            || self
+                .remotes()
+                .iter()
+                .any(|(id, r)| Some(*id) != except && r.users.contains_key(&user))
+    }
+
+    /// Drops gateways not heard from within [`EXPIRY`].
+    fn expire(&self) {
+        let gone: Vec<Remote> = {
+            let mut remotes = self.remotes();
+            let dead: Vec<Uuid> = remotes
+                .iter()
+                .filter(|(_, r)| r.seen.elapsed() > EXPIRY)
+                .map(|(id, _)| *id)
+                .collect();
+            dead.iter().filter_map(|id| remotes.remove(id)).collect()
+        };
+        for remote in gone {
+            tracing::info!(
+                users = remote.users.len(),
+                "presence: a gateway went silent"
+            );
+            let changed = remote.users.into_values().map(|e| (false, e)).collect();
+            self.announce(changed, None);
+        }
+    }
+
+    async fn snapshot(&self) {
+        let users = self
+            .hub
+            .local_users()
+            .into_iter()
+            .map(|(user, rooms)| Entry { user, rooms })
+            .collect();
+        self.publish(&Notice::Snapshot {
+            gateway: self.id,
+            users,
+        })
+        .await;
+    }
+}
+
+async fn listen(presence: Weak<Presence>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let Some(p) = presence.upgrade() else { return };
+        match serde_json::from_slice::<Notice>(&msg.payload) {
+            Ok(notice) => p.on_notice(notice),
+            Err(err) => tracing::debug!(error = %err, "presence: unreadable notice"),
+        }
+    }
+}
+
+async fn heartbeat(presence: Weak<Presence>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(p) = presence.upgrade() else { return };
+        p.snapshot().await;
+        p.expire();
+    }
+}

@@ -1,0 +1,131 @@
+//! Publishing jobs to the stream: the gateway's only way to change
+//! anything. A job counts as accepted only once JetStream has stored it.
+
+use std::future::Future;
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use async_nats::jetstream::message::PublishMessage;
+use shared::events::RoomEvent;
+use shared::jobs::Job;
+use shared::nats::JETSTREAM_TIMEOUT;
+use shared::protocol::ApiError;
+
+use crate::app::App;
+
+/// JetStream message schedule headers (NATS 2.12).
+const SCHEDULE: &str = "Nats-Schedule";
+const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
+
+/// Publishes `job` with `msg_id` as its de-duplication id and waits for the
+/// PubAck.
+///
+/// # Errors
+/// `unavailable` when NATS is disconnected or does not store the job within
+/// [`JETSTREAM_TIMEOUT`]; the caller must then not ack anything.
+pub async fn publish_job(app: &App, job: &Job, msg_id: &str) -> Result<(), ApiError> {
+    start(app, job, msg_id, None).await?.await
+}
+
+/// Publishes `job` and returns once it is on its way, with a future that
+/// resolves when JetStream has stored it (or has not, within
+/// [`JETSTREAM_TIMEOUT`] of the start). Many can be in flight at once: jobs
+/// are stored in the order they were started, and their PubAcks come back
+/// in that order, so a connection need not wait for one before reading its
+/// next frame.
+///
+/// With `due`, a message job is published as a JetStream schedule: stored
+/// now (the PubAck is the promise), published by the server to the job's
+/// subject at `due`, also if every process restarted in between.
+///
+/// # Errors
+/// `unavailable` when NATS is disconnected or the publish cannot be handed
+/// to the client; the returned future fails the same way.
+pub async fn start(
+    app: &App,
+    job: &Job,
+    msg_id: &str,
+    due: Option<DateTime<Utc>>,
+) -> Result<impl Future<Output = Result<(), ApiError>> + Send + 'static, ApiError> {
+    // While disconnected the client would buffer the publish and could send
+    // it after we have told the client "unavailable"; refuse it here instead.
+    if !app.nats_connected() {
+        return Err(failed("disconnected"));
+    }
+    let payload = serde_json::to_vec(job).map_err(|err| {
+        tracing::error!(error = %err, "serializing a job");
+        ApiError::unavailable()
+    })?;
+    let started = Instant::now();
+    let subject = job.subject(&app.subjects);
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        .message_id(msg_id);
+    let (subject, message) = match (due, job) {
+        (Some(due), Job::Message(m)) => {
+            let at = format!("@at {}", due.to_rfc3339_opts(SecondsFormat::Millis, true));
+            (
+                app.subjects.schedule(&m.room, &m.temp_id),
+                message
+                    .header(SCHEDULE, at.as_str())
+                    .header(SCHEDULE_TARGET, subject.as_str()),
+            )
+        }
+        _ => (subject, message),
+    };
+    let pub_ack = match tokio::time::timeout(
+        JETSTREAM_TIMEOUT,
+        app.js.send_publish(subject, message),
+    )
+    .await
+    {
+        Ok(Ok(pub_ack)) => pub_ack,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "a job could not be published");
+            return Err(failed("error"));
+        }
+        Err(_) => return Err(failed("timeout")),
+    };
+    let deadline = started + JETSTREAM_TIMEOUT;
+    Ok(async move {
+        match tokio::time::timeout_at(deadline.into(), pub_ack).await {
+            Ok(Ok(_ack)) => {
+                metrics::histogram!("gateway_publish_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "JetStream did not store a job");
+                Err(failed("error"))
+            }
+            Err(_) => {
+                tracing::warn!("JetStream publish timed out");
+                Err(failed("timeout"))
+            }
+        }
+    })
+}
+
+/// Counts a publish that did not lead to an ack, and says so to the client.
+fn failed(reason: &'static str) -> ApiError {
+    metrics::counter!("gateway_publish_failures_total", "reason" => reason).increment(1);
+    ApiError::unavailable()
+}
+
+/// Publishes an ephemeral event (typing, a read mark's live echo) to the
+/// room's subject on core NATS. Best effort: losing one is harmless, so a
+/// failure is logged and not reported.
+pub async fn publish_event(app: &App, room: &str, event: &RoomEvent) {
+    if let Err(err) = app
+        .client
+        .publish_with_headers(
+            app.subjects.room_events(room),
+            event.headers(),
+            event.frame.clone(),
+        )
+        .await
+    {
+        tracing::debug!(error = %err, "ephemeral event not published");
+    }
+}

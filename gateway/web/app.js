@@ -1,0 +1,473 @@
+// The chat web client: plain JavaScript over the gateway's WebSocket and
+// REST API (docs/protocol.md). No build step; the gateway embeds this file.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const S = {
+  token: null, user: null, ws: null, nextRef: 1, replies: new Map(),
+  rooms: new Map(),          // id -> {id, name, kind, unread}
+  current: null,             // open room id
+  lastSeq: new Map(),        // room -> highest seq seen
+  firstSeq: new Map(),       // room -> lowest seq loaded
+  online: new Set(),         // user ids
+  typers: new Map(),         // user id -> {name, room, timer}
+  replyTo: null,
+  retry: 0,
+  typingSent: 0,
+  readSent: new Map(),       // room -> seq last marked read
+  members: [],               // members of the open room, as last known
+};
+
+// ---- identity -------------------------------------------------------------
+
+function tokenExpiry(token) {
+  try { return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).exp * 1000; }
+  catch { return 0; }
+}
+
+async function signIn(name) {
+  const body = name.trim() ? { name: name.trim() } : {};
+  const r = await fetch('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const j = await r.json();
+  if (!r.ok) throw new Error(j.message || 'sign-in failed');
+  localStorage.setItem('chat.token', j.token);
+  localStorage.setItem('chat.user', JSON.stringify(j.user));
+  return j;
+}
+
+function start() {
+  const token = localStorage.getItem('chat.token');
+  if (token && tokenExpiry(token) > Date.now() + 60_000) {
+    S.token = token; S.user = JSON.parse(localStorage.getItem('chat.user'));
+    showApp();
+  } else {
+    $('signin').hidden = false; $('app').hidden = true; setConnection('signed out');
+  }
+}
+
+function showApp() {
+  $('signin').hidden = true; $('app').hidden = false;
+  $('me').textContent = `Signed in as ${S.user.name}`;
+  connect();
+}
+
+// ---- connection -----------------------------------------------------------
+
+function setConnection(text) {
+  const el = $('connection');
+  el.textContent = text;
+  el.classList.toggle('up', text === 'connected');
+}
+
+function connect() {
+  setConnection(S.retry ? 'reconnecting' : 'connecting');
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${proto}://${location.host}/v1/ws?token=${encodeURIComponent(S.token)}`);
+  S.ws = ws;
+  ws.onmessage = (e) => handle(JSON.parse(e.data));
+  ws.onclose = (e) => {
+    if (S.ws !== ws) return;
+    for (const [, p] of S.replies) p.reject(new Error('connection lost'));
+    S.replies.clear();
+    if (e.code === 4001 || e.code === 1008) { localStorage.removeItem('chat.token'); return start(); }
+    setConnection('reconnecting');
+    const delay = Math.min(10_000, 250 * 2 ** S.retry++) * (0.5 + Math.random() / 2);
+    setTimeout(connect, delay);
+  };
+}
+
+function request(type, data) {
+  return new Promise((resolve, reject) => {
+    if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return reject(new Error('not connected'));
+    const ref = `w${S.nextRef++}`;
+    S.replies.set(ref, { resolve, reject });
+    S.ws.send(JSON.stringify({ type, ref, data }));
+  });
+}
+
+function notice(text) {
+  $('notice').textContent = text;
+  if (text) setTimeout(() => { if ($('notice').textContent === text) $('notice').textContent = ''; }, 6000);
+}
+
+// ---- events ---------------------------------------------------------------
+
+function handle(f) {
+  if (f.ref && S.replies.has(f.ref)) {
+    const p = S.replies.get(f.ref); S.replies.delete(f.ref);
+    return f.type === 'ack' ? p.resolve(f.data) : p.reject(Object.assign(new Error(f.data.message), { code: f.data.code }));
+  }
+  const d = f.data;
+  switch (f.type) {
+    case 'session:ready': return onReady(d);
+    case 'message:persisted': return onMessage(d.message, d.temp_id);
+    case 'message:edited': return renderMessage(d.message);
+    case 'message:deleted': return onDeleted(d.room, d.id);
+    case 'message:read': return onRead(d);
+    case 'typing:start': return onTyping(d, true);
+    case 'typing:stop': return onTyping(d, false);
+    case 'room:joined': return onJoined(d);
+    case 'room:left': return onLeft(d);
+    case 'room:role': return systemLine(d.room, `${d.user.name} is now ${d.role}`);
+    case 'presence:online': S.online.add(d.user.id); return renderPresence();
+    case 'presence:offline': S.online.delete(d.user.id); return renderPresence();
+    case 'match:found': notice(`Matched with ${d.peer.name}`); return addDirect(d.room, d.peer).then(() => openRoom(d.room));
+    case 'error': return notice(d.message);
+  }
+}
+
+async function onReady(d) {
+  S.retry = 0;
+  setConnection('connected');
+  await refreshRooms();
+  if (S.current && S.rooms.has(S.current)) await catchUp(S.current);
+  else if (!S.current && d.rooms.length) await openRoom(d.rooms[0]);
+}
+
+async function refreshRooms() {
+  const r = await fetch('/v1/rooms', { headers: { authorization: `Bearer ${S.token}` } });
+  if (!r.ok) return;
+  const { rooms } = await r.json();
+  S.rooms = new Map(rooms.map((room) => [room.id, room]));
+  renderRooms();
+}
+
+// A room just joined or created is acked before it is stored, so the room
+// list (read from the database) may not have it yet: show it at once.
+async function listRoom(id, room) {
+  await refreshRooms();
+  if (!S.rooms.has(id)) S.rooms.set(id, room);
+  renderRooms();
+}
+
+function addDirect(id, peer) {
+  return listRoom(id, { id, kind: 'direct', unread: 0, peer_id: peer.id, peer_name: peer.name });
+}
+
+// A direct room goes by its other member; a group room by its name.
+function roomLabel(room) {
+  return room.peer_name ? `@${room.peer_name}` : (room.name || room.id);
+}
+
+function renderRooms() {
+  const ul = $('rooms'); ul.textContent = '';
+  for (const room of S.rooms.values()) {
+    const li = document.createElement('li');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.setAttribute('aria-current', String(room.id === S.current));
+    const label = document.createElement('span');
+    label.textContent = roomLabel(room);
+    if (room.peer_id) {
+      // A direct room shows whether the other member is online.
+      const dot = document.createElement('span'); dot.className = 'dot'; dot.dataset.user = room.peer_id;
+      b.append(dot);
+    }
+    b.append(label);
+    if (room.unread && room.id !== S.current) {
+      const badge = document.createElement('span'); badge.className = 'badge';
+      badge.textContent = room.unread; badge.setAttribute('aria-label', `${room.unread} unread`);
+      b.append(badge);
+    }
+    b.onclick = () => openRoom(room.id);
+    li.append(b); ul.append(li);
+  }
+  renderPresence();
+}
+
+function renderPresence() {
+  const online = (id) => S.online.has(id) || id === S.user.id;
+  for (const el of document.querySelectorAll('#members [data-user]')) {
+    el.querySelector('.dot').classList.toggle('on', online(el.dataset.user));
+  }
+  for (const dot of document.querySelectorAll('#rooms .dot[data-user]')) {
+    const on = online(dot.dataset.user);
+    dot.classList.toggle('on', on);
+    dot.setAttribute('role', 'img');
+    dot.setAttribute('aria-label', on ? 'online' : 'offline');
+  }
+}
+
+// ---- rooms ----------------------------------------------------------------
+
+async function openRoom(id) {
+  S.current = id;
+  S.replyTo = null; $('replying').hidden = true;
+  $('room-title').textContent = roomLabel(S.rooms.get(id) || { id });
+  $('log').textContent = ''; $('typing').textContent = '';
+  if (!S.members.length || S.membersRoom !== id) renderMembers([]);
+  S.membersRoom = id;
+  S.lastSeq.delete(id); S.firstSeq.delete(id);
+  const room = S.rooms.get(id); if (room) room.unread = 0;
+  renderRooms();
+  await loadPage(id, {});
+  markRead();
+}
+
+async function loadPage(room, q) {
+  const { messages } = await request('history:fetch', { room, ...q, limit: 50 });
+  for (const m of messages) renderMessage(m, q.before ? 'top' : 'bottom');
+  if (messages.length) {
+    S.firstSeq.set(room, Math.min(S.firstSeq.get(room) ?? Infinity, messages[0].seq));
+    S.lastSeq.set(room, Math.max(S.lastSeq.get(room) ?? 0, messages[messages.length - 1].seq));
+  }
+  if (!q.before) scrollDown();
+  return messages.length;
+}
+
+// After a reconnect: everything after the last seq seen, page by page.
+async function catchUp(room) {
+  for (;;) {
+    const after = S.lastSeq.get(room) ?? 0;
+    const n = await loadPage(room, after ? { after } : {});
+    if (n < 50 || !after) break;
+  }
+  markRead();
+}
+
+async function onJoined(d) {
+  if (d.user.id === S.user.id) {
+    await refreshRooms();
+    if (!S.current) openRoom(d.room);
+    return;
+  }
+  systemLine(d.room, `${d.user.name} joined`);
+  if (d.room === S.current && !S.members.some((u) => u.id === d.user.id)) renderMembers([...S.members, d.user]);
+}
+
+function onLeft(d) {
+  if (d.user.id === S.user.id) { S.rooms.delete(d.room); renderRooms(); return; }
+  systemLine(d.room, `${d.user.name} left`);
+  if (d.room === S.current) renderMembers(S.members.filter((u) => u.id !== d.user.id));
+}
+
+function systemLine(room, text) {
+  if (room !== S.current) return;
+  const li = document.createElement('li'); li.className = 'system'; li.textContent = text;
+  $('log').append(li); scrollDown();
+}
+
+// ---- messages -------------------------------------------------------------
+
+function messageEl(id) { return document.querySelector(`#log li[data-id="${CSS.escape(id)}"]`); }
+
+function onMessage(m, tempId) {
+  S.lastSeq.set(m.room, Math.max(S.lastSeq.get(m.room) ?? 0, m.seq));
+  if (m.room !== S.current) {
+    const room = S.rooms.get(m.room);
+    if (room && m.sender.id !== S.user.id) { room.unread = (room.unread || 0) + 1; renderRooms(); }
+    else if (!room) refreshRooms();
+    return;
+  }
+  const pending = document.querySelector(`#log li[data-temp="${CSS.escape(tempId)}"]`);
+  if (pending) pending.remove();
+  renderMessage(m);
+  clearTyper(m.sender.id);
+  scrollDown();
+  markRead();
+}
+
+function renderMessage(m, where = 'bottom') {
+  if (m.room !== S.current) return;
+  let li = messageEl(m.id);
+  const fresh = !li;
+  if (fresh) li = document.createElement('li');
+  li.className = m.deleted_at ? 'deleted' : '';
+  li.dataset.id = m.id; li.dataset.seq = m.seq; li.dataset.sender = m.sender.id;
+  li.textContent = '';
+  if (m.reply_to) {
+    const q = document.createElement('div'); q.className = 'quote';
+    const orig = messageEl(m.reply_to);
+    q.textContent = orig ? `↪ ${orig.querySelector('.sender')?.textContent}: ${orig.querySelector('.text')?.textContent}` : '↪ an earlier message';
+    li.append(q);
+  }
+  const who = document.createElement('span'); who.className = 'sender'; who.textContent = m.sender.name;
+  const text = document.createElement('span'); text.className = 'text';
+  text.textContent = m.deleted_at ? 'message deleted' : m.text;
+  const meta = document.createElement('span'); meta.className = 'meta';
+  meta.textContent = new Date(m.created_at).toLocaleTimeString() + (m.edited_at ? ' (edited)' : '');
+  li.append(who, text, meta);
+  for (const a of m.attachments) {
+    const link = document.createElement('a'); link.href = a.url; link.textContent = ` 📎 ${a.name}`; link.rel = 'noopener';
+    li.append(link);
+  }
+  if (!m.deleted_at) li.append(actions(m));
+  if (fresh) {
+    const log = $('log');
+    const later = [...log.querySelectorAll('li[data-seq]')].find((x) => Number(x.dataset.seq) > m.seq);
+    if (where === 'top' || later) log.insertBefore(li, later || log.firstChild);
+    else log.append(li);
+  }
+}
+
+function actions(m) {
+  const span = document.createElement('span'); span.className = 'actions';
+  const add = (label, fn) => { const b = document.createElement('button'); b.type = 'button'; b.textContent = label; b.onclick = fn; span.append(b); };
+  add('Reply', () => { S.replyTo = m.id; $('replying').hidden = false; $('replying').querySelector('span').textContent = `Replying to ${m.sender.name}`; $('message').focus(); });
+  if (m.sender.id === S.user.id) {
+    add('Edit', async () => {
+      const text = prompt('Edit message', m.text);
+      if (text && text !== m.text) request('message:edit', { room: m.room, id: m.id, text }).catch((e) => notice(e.message));
+    });
+  }
+  add('Delete', () => request('message:delete', { room: m.room, id: m.id }).catch((e) => notice(e.message)));
+  return span;
+}
+
+function onDeleted(room, id) {
+  const li = messageEl(id);
+  if (!li || room !== S.current) return;
+  li.className = 'deleted'; li.querySelector('.text').textContent = 'message deleted';
+  li.querySelector('.actions')?.remove();
+  for (const a of li.querySelectorAll('a')) a.remove();
+}
+
+function onRead(d) {
+  if (d.room !== S.current) return;
+  const li = messageEl(d.message_id);
+  if (!li) return;
+  let receipt = li.querySelector('.receipt');
+  if (!receipt) { receipt = document.createElement('span'); receipt.className = 'meta receipt'; li.append(receipt); }
+  const names = new Set((receipt.dataset.names || '').split('|').filter(Boolean)); names.add(d.user.name);
+  receipt.dataset.names = [...names].join('|');
+  receipt.textContent = `Read by ${[...names].join(', ')}`;
+}
+
+// Marks the newest message from someone else as read, once per message.
+function markRead() {
+  const room = S.current; if (!room || document.hidden) return;
+  const others = [...document.querySelectorAll('#log li[data-seq]')].filter((li) => li.dataset.sender !== S.user.id);
+  const last = others[others.length - 1]; if (!last) return;
+  const seq = Number(last.dataset.seq);
+  if ((S.readSent.get(room) ?? 0) >= seq) return;
+  S.readSent.set(room, seq);
+  request('message:read', { room, message_id: last.dataset.id }).catch(() => S.readSent.delete(room));
+}
+
+function scrollDown() { const log = $('log'); log.scrollTop = log.scrollHeight; }
+
+// ---- typing ---------------------------------------------------------------
+
+function onTyping(d, on) {
+  if (on) {
+    clearTyper(d.user.id);
+    S.typers.set(d.user.id, { name: d.user.name, room: d.room, timer: setTimeout(() => clearTyper(d.user.id), 7000) });
+  } else clearTyper(d.user.id);
+  renderTypers();
+}
+
+function clearTyper(id) {
+  const t = S.typers.get(id); if (t) { clearTimeout(t.timer); S.typers.delete(id); renderTypers(); }
+}
+
+function renderTypers() {
+  const names = [...S.typers.values()].filter((t) => t.room === S.current).map((t) => t.name);
+  $('typing').textContent = names.length ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : '';
+}
+
+// ---- sending --------------------------------------------------------------
+
+// "1m30s" -> 90; "2h" -> 7200.
+function parseDuration(s) {
+  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s);
+  if (!m || !s) return null;
+  return (Number(m[1] || 0) * 3600) + (Number(m[2] || 0) * 60) + Number(m[3] || 0);
+}
+
+async function send(raw) {
+  const room = S.current; if (!room) return notice('Join or pick a room first');
+  const data = { room, text: raw, client_id: crypto.randomUUID?.() ?? String(Math.random()) };
+  const sched = /^\/schedule\s+(\S+)\s+([\s\S]+)$/.exec(raw);
+  if (sched) {
+    const secs = parseDuration(sched[1]);
+    if (!secs) return notice('Use /schedule 1m30s your text');
+    data.text = sched[2]; data.deliver_after_s = secs;
+  }
+  if (S.replyTo) { data.reply_to = S.replyTo; S.replyTo = null; $('replying').hidden = true; }
+  const li = document.createElement('li'); li.className = 'pending';
+  const who = document.createElement('span'); who.className = 'sender'; who.textContent = S.user.name;
+  const text = document.createElement('span'); text.className = 'text'; text.textContent = data.text;
+  const meta = document.createElement('span'); meta.className = 'meta';
+  meta.textContent = data.deliver_after_s ? `scheduled in ${sched[1]}` : 'sending…';
+  li.append(who, text, meta); $('log').append(li); scrollDown();
+  try {
+    const ack = await request('message:send', data);
+    li.dataset.temp = ack.temp_id;
+    if (data.deliver_after_s) setTimeout(() => li.remove(), 3000);
+    else meta.textContent = 'sent';
+  } catch (e) {
+    meta.textContent = `not sent: ${e.message}`;
+  }
+}
+
+// ---- wiring ---------------------------------------------------------------
+
+$('signin-form').onsubmit = async (e) => {
+  e.preventDefault();
+  try { const j = await signIn($('name').value); S.token = j.token; S.user = j.user; showApp(); }
+  catch (err) { $('signin-error').textContent = err.message; }
+};
+
+$('join-form').onsubmit = async (e) => {
+  e.preventDefault();
+  const room = $('room-input').value.trim();
+  try {
+    const ack = await request('room:join', { room });
+    $('room-input').value = '';
+    await listRoom(ack.room, { id: ack.room, kind: 'group', unread: 0 });
+    await openRoom(ack.room);
+    renderMembers(ack.members);
+  } catch (err) { notice(err.message); }
+};
+
+function renderMembers(members) {
+  S.members = members;
+  const box = $('members'); box.textContent = '';
+  for (const u of members) {
+    const span = document.createElement('span'); span.dataset.user = u.id;
+    const dot = document.createElement('span'); dot.className = 'dot';
+    span.append(dot, ` ${u.name}`);
+    if (u.id !== S.user.id) {
+      const b = document.createElement('button'); b.type = 'button'; b.textContent = 'Direct chat';
+      b.setAttribute('aria-label', `Direct chat with ${u.name}`);
+      b.onclick = async () => {
+        try { const { room } = await request('room:create', { kind: 'direct', members: [u.id] }); await addDirect(room, u); openRoom(room); }
+        catch (err) { notice(err.message); }
+      };
+      span.append(' ', b);
+    }
+    box.append(span);
+  }
+  renderPresence();
+}
+
+$('random').onclick = () => request('match:random', {}).then(() => notice('Looking for someone to chat with…')).catch((e) => notice(e.message));
+$('cancel-reply').onclick = () => { S.replyTo = null; $('replying').hidden = true; };
+
+$('send-form').onsubmit = (e) => {
+  e.preventDefault();
+  const text = $('message').value;
+  if (!text.trim()) return;
+  $('message').value = '';
+  if (S.current) request('typing:stop', { room: S.current }).catch(() => {});
+  S.typingSent = 0;
+  send(text);
+};
+
+$('message').oninput = () => {
+  if (!S.current || !$('message').value) return;
+  const now = Date.now();
+  if (now - S.typingSent > 3000) { S.typingSent = now; request('typing:start', { room: S.current }).catch(() => {}); }
+};
+
+$('log').onscroll = () => {
+  const room = S.current; const first = S.firstSeq.get(room);
+  if ($('log').scrollTop < 20 && first > 1 && !S.loadingOlder) {
+    S.loadingOlder = true;
+    loadPage(room, { before: first }).finally(() => { S.loadingOlder = false; });
+  }
+};
+
+document.addEventListener('visibilitychange', markRead);
+window.addEventListener('focus', markRead);
+start();

@@ -1,0 +1,88 @@
+//! `connections`: N idle connections on one gateway, and the gateway's
+//! memory per connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+
+use crate::client;
+use crate::cpu;
+use crate::throughput::source;
+use crate::Common;
+
+/// Sign-ins and connections in flight at once.
+const CONCURRENCY: usize = 64;
+
+/// Opens `count` connections of as many guests, holds them idle for
+/// `hold_s`, and reports how many stayed open and what the gateway's
+/// resident memory grew by per connection.
+pub async fn run(
+    common: &Common,
+    count: usize,
+    hold_s: f64,
+    gateway_pid: u32,
+) -> anyhow::Result<Value> {
+    let base = common.bases().into_iter().next().context("a gateway URL")?;
+    let http = reqwest::Client::new();
+    let rss_before = cpu::rss_kib(gateway_pid).context("the gateway's memory")?;
+    let closed = Arc::new(AtomicUsize::new(0));
+    eprintln!("loadgen: opening {count} idle connections");
+    let started = Instant::now();
+    let cpu_before = cpu::sample(&common.watch);
+    let sockets: Vec<tokio::task::JoinHandle<()>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let (http, base, closed) = (&http, &base, closed.clone());
+            async move {
+                let token = client::guest(http, base, &format!("idle {i}")).await?;
+                let ws = client::open(base, &token, source(i)).await?;
+                // Read (and so answer pings) until the server closes.
+                anyhow::Ok(tokio::spawn(async move {
+                    let (_, mut stream) = ws.split();
+                    while let Some(Ok(_)) = stream.next().await {}
+                    closed.fetch_add(1, Ordering::Relaxed);
+                }))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let connect_s = started.elapsed().as_secs_f64();
+    eprintln!("loadgen: {count} open in {connect_s:.1} s; holding them {hold_s} s");
+    tokio::time::sleep(Duration::from_secs_f64(hold_s)).await;
+    let rss_after = cpu::rss_kib(gateway_pid).context("the gateway's memory")?;
+    let cpu = cpu::between(&cpu_before, &cpu::sample(&common.watch));
+    let held = count - closed.load(Ordering::Relaxed);
+    let open_per_gateway = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_connections "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    for s in &sockets {
+        s.abort();
+    }
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / count as f64;
+    Ok(json!({
+        "connections": count, "held": held,
+        "gateway_reports_open": open_per_gateway,
+        "connect_s": connect_s, "hold_s": hold_s,
+        "gateway_rss_before_kib": rss_before, "gateway_rss_after_kib": rss_after,
+        "bytes_per_connection": per_conn.round(),
+        "cpu_percent": cpu,
+    }))
+}
+
+pub fn human(r: &Value) -> String {
+    format!(
+        "{} idle connections: {} held ({} by the gateway's count), opened in {:.1} s\n  gateway RSS {} -> {} KiB: {} bytes per connection\n  cpu % of one core: {}",
+        r["connections"], r["held"], r["gateway_reports_open"], r["connect_s"].as_f64().unwrap_or(0.0),
+        r["gateway_rss_before_kib"], r["gateway_rss_after_kib"], r["bytes_per_connection"], r["cpu_percent"]
+    )
+}

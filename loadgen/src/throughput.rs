@@ -1,0 +1,320 @@
+//! `throughput` (R rooms of U users, a total rate spread over every user)
+//! and `fanout` (one room of N members): sends over real WebSockets, paced
+//! open-loop, with ack, persisted and fan-out latencies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, Frame};
+use crate::cpu;
+use crate::report::{histogram, line, summary};
+use crate::Common;
+
+/// The shape of one run.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub rooms: usize,
+    pub users: usize,
+    pub rate: f64,
+    pub duration: f64,
+}
+
+/// What one connection saw, recorded by its reader where it was seen:
+/// nothing goes through a central task per frame.
+struct Tally {
+    ack: Histogram<u64>,
+    persisted: Histogram<u64>,
+    fanout: Histogram<u64>,
+    acked: Vec<String>,
+    refused: HashMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ack: histogram(),
+            persisted: histogram(),
+            fanout: histogram(),
+            acked: Vec::new(),
+            refused: HashMap::new(),
+        }
+    }
+}
+
+/// Progress over every connection, to know when the run is complete.
+#[derive(Default)]
+struct Progress {
+    answered: AtomicU64,
+    acked: AtomicU64,
+    persisted: AtomicU64,
+    fanout: AtomicU64,
+}
+
+/// When send `i` is due: the pacing is fixed in advance.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    rate: f64,
+}
+
+impl Schedule {
+    fn due(&self, i: usize) -> Instant {
+        self.start + Duration::from_secs_f64(i as f64 / self.rate)
+    }
+
+    fn latency_us(&self, i: usize, at: Instant) -> u64 {
+        at.saturating_duration_since(self.due(i)).as_micros() as u64
+    }
+}
+
+/// Connections opened at once while setting up.
+const CONNECT_CONCURRENCY: usize = 32;
+
+/// One run: connect, send, collect, check. Returns the run's results.
+pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
+    let bases = common.bases();
+    let total = ((shape.rate * shape.duration).round() as usize).max(1);
+    let progress = Arc::new(Progress::default());
+    let http = reqwest::Client::new();
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    eprintln!(
+        "loadgen: connecting {} users to {} rooms",
+        shape.rooms * shape.users,
+        shape.rooms
+    );
+    // Sending starts once everyone is connected; readers learn when.
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Schedule>);
+    let places: Vec<(usize, String, String)> = (0..shape.rooms * shape.users)
+        .map(|i| {
+            let (r, u) = (i / shape.users, i % shape.users);
+            (i, format!("lg-{run}-{r}"), format!("lg {r}.{u}"))
+        })
+        .collect();
+    let mut users: Vec<(usize, Member, String)> = futures::stream::iter(places)
+        .map(|(i, room, name)| {
+            let (http, base) = (&http, &bases[i % bases.len()]);
+            let (progress, start_rx) = (progress.clone(), start_rx.clone());
+            async move {
+                let token = client::guest(http, base, &name).await?;
+                let member = member(base, &token, &room, source(i), progress, start_rx).await?;
+                anyhow::Ok((i, member, room))
+            }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    users.sort_by_key(|(i, _, _)| *i);
+    let members = shape.users.saturating_sub(1) as u64;
+
+    // The pacer: send i is due at start + i / rate, sent by user i mod N.
+    eprintln!(
+        "loadgen: {total} messages at {} msg/s for {} s",
+        shape.rate, shape.duration
+    );
+    let cpu_before = cpu::sample(&common.watch);
+    let schedule = Schedule {
+        start: Instant::now(),
+        rate: shape.rate,
+    };
+    let _ = start_tx.send(Some(schedule));
+    let pacer = {
+        let users: Vec<(mpsc::UnboundedSender<String>, String)> = users
+            .iter()
+            .map(|(_, m, room)| (m.out.clone(), room.clone()))
+            .collect();
+        tokio::spawn(async move {
+            for i in 0..total {
+                tokio::time::sleep_until(schedule.due(i).into()).await;
+                let (out, room) = &users[i % users.len()];
+                let frame = json!({"type": "message:send", "ref": i.to_string(),
+                    "data": {"room": room, "text": format!("lg {i}")}});
+                let _ = out.send(frame.to_string());
+            }
+        })
+    };
+
+    let deadline =
+        schedule.start + Duration::from_secs_f64(shape.duration) + Duration::from_secs(30);
+    loop {
+        let acked = progress.acked.load(Ordering::Relaxed);
+        let done = progress.answered.load(Ordering::Relaxed) >= total as u64
+            && progress.persisted.load(Ordering::Relaxed) >= acked
+            && progress.fanout.load(Ordering::Relaxed) >= acked * members;
+        if done || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pacer.abort();
+    let cpu = cpu::between(&cpu_before, &cpu::sample(&common.watch));
+    let elapsed = schedule.start.elapsed().as_secs_f64();
+
+    let mut all = Tally::new();
+    for (_, member, _) in &users {
+        let t = member.tally.lock().expect("not poisoned");
+        all.ack.add(&t.ack).context("merging histograms")?;
+        all.persisted
+            .add(&t.persisted)
+            .context("merging histograms")?;
+        all.fanout.add(&t.fanout).context("merging histograms")?;
+        all.acked.extend(t.acked.iter().cloned());
+        for (code, n) in &t.refused {
+            *all.refused.entry(code.clone()).or_default() += n;
+        }
+    }
+    let acked = all.acked.len() as u64;
+    let fanout_expected = acked * members;
+    let mut result = json!({
+        "rooms": shape.rooms, "users_per_room": shape.users,
+        "rate_target": shape.rate, "duration_s": shape.duration,
+        "sent": total, "acked": acked, "refused": all.refused.values().sum::<u64>(),
+        "refused_by_code": all.refused,
+        "ack": summary(&all.ack), "persisted": summary(&all.persisted), "fanout": summary(&all.fanout),
+        "fanout_expected": fanout_expected,
+        "fanout_missing": fanout_expected.saturating_sub(all.fanout.len()),
+        "persisted_missing": acked.saturating_sub(all.persisted.len()),
+        "elapsed_s": elapsed,
+        "cpu_percent": cpu,
+    });
+    if let Some(url) = &common.database_url {
+        let (lost, duplicates) = check_stored(url, &all.acked).await?;
+        result["lost"] = json!(lost);
+        result["duplicates"] = json!(duplicates);
+    }
+    Ok(result)
+}
+
+/// Looks every acked `temp_id` up in PostgreSQL: how many are missing,
+/// and how many are stored more than once.
+async fn check_stored(url: &str, acked: &[String]) -> anyhow::Result<(usize, usize)> {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .context("connecting to check loss")?;
+    let ids: Vec<uuid::Uuid> = acked.iter().filter_map(|t| t.parse().ok()).collect();
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("SELECT count(*) FROM messages WHERE temp_id = ANY($1) GROUP BY temp_id")
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await?;
+    let duplicates = rows.iter().filter(|(n,)| *n > 1).count();
+    Ok((acked.len() - rows.len(), duplicates))
+}
+
+/// The local address a connection comes from (see [`client::open`]).
+pub fn source(i: usize) -> u8 {
+    (1 + i / 20_000) as u8
+}
+
+/// A connected user: where its frames go out, and what it saw.
+struct Member {
+    out: mpsc::UnboundedSender<String>,
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// Connects one user, joins its room, and records what it sees.
+async fn member(
+    base: &str,
+    token: &str,
+    room: &str,
+    source: u8,
+    progress: Arc<Progress>,
+    mut start: tokio::sync::watch::Receiver<Option<Schedule>>,
+) -> anyhow::Result<Member> {
+    let mut ws = client::open(base, token, source).await?;
+    client::join(&mut ws, room).await?;
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(Message::text(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let tally = Arc::new(Mutex::new(Tally::new()));
+    let mine = tally.clone();
+    tokio::spawn(async move {
+        let Ok(schedule) = start
+            .wait_for(Option::is_some)
+            .await
+            .map(|s| s.expect("set"))
+        else {
+            return;
+        };
+        let mut sends: HashMap<String, usize> = HashMap::new();
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(t) = msg else { continue };
+            let at = Instant::now();
+            let Ok(frame) = serde_json::from_str::<Frame<'_>>(&t) else {
+                continue;
+            };
+            let mut tally = mine.lock().expect("not poisoned");
+            record(&frame, &mut sends, &mut tally, &progress, schedule, at);
+        }
+    });
+    Ok(Member { out, tally })
+}
+
+/// Counts a frame: an ack, a refusal, or a `message:persisted` of the
+/// load (the sender's own, or fan-out).
+fn record(
+    frame: &Frame<'_>,
+    sends: &mut HashMap<String, usize>,
+    tally: &mut Tally,
+    progress: &Progress,
+    schedule: Schedule,
+    at: Instant,
+) -> Option<()> {
+    let data = frame.data.as_ref()?;
+    match frame.kind.as_ref() {
+        "ack" => {
+            let send = frame.reference?.parse::<usize>().ok()?;
+            let temp_id = data.temp_id?;
+            sends.insert(temp_id.to_owned(), send);
+            let _ = tally.ack.record(schedule.latency_us(send, at));
+            tally.acked.push(temp_id.to_owned());
+            progress.acked.fetch_add(1, Ordering::Relaxed);
+            progress.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        "error" => {
+            let code = data.code.as_deref().unwrap_or("?").to_owned();
+            *tally.refused.entry(code).or_default() += 1;
+            progress.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        "message:persisted" => {
+            let send = data.send_number()?;
+            let us = schedule.latency_us(send, at);
+            if data.temp_id.is_some_and(|t| sends.remove(t).is_some()) {
+                let _ = tally.persisted.record(us);
+                progress.persisted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let _ = tally.fanout.record(us);
+                progress.fanout.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        _ => {}
+    }
+    Some(())
+}
+
+pub fn human(r: &Value) -> String {
+    format!(
+        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} lost={} duplicates={} persisted_missing={} fanout_missing={}\n  cpu % of one core: {}\n{}\n{}\n{}",
+        r["rooms"], r["users_per_room"], r["rate_target"], r["duration_s"],
+        r["sent"], r["acked"], r["refused"],
+        r.get("lost").unwrap_or(&json!("unchecked")),
+        r.get("duplicates").unwrap_or(&json!("unchecked")),
+        r["persisted_missing"], r["fanout_missing"], r["cpu_percent"],
+        line("ack", &r["ack"]), line("persisted", &r["persisted"]), line("fanout", &r["fanout"])
+    )
+}

@@ -1,0 +1,153 @@
+//! Applying a batch of jobs: one transaction for the whole batch, and the
+//! events to publish once it has committed.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use shared::jobs::Job;
+use shared::protocol::{Message, Role, User};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::store::{self, Positioned};
+
+/// A job read from the stream, with its stream sequence.
+pub struct StreamJob {
+    pub job: Job,
+    pub stream_seq: u64,
+}
+
+/// What happened, to tell the gateways after the commit.
+#[derive(Debug)]
+pub enum Outcome {
+    Persisted(Message),
+    /// A user became a member. A user who joined by themselves learns it
+    /// from their ack (`by_self`); an invited one from this event.
+    Joined {
+        room: String,
+        user: User,
+        by_self: bool,
+    },
+    Left {
+        room: String,
+        user: User,
+    },
+    RoleChanged {
+        room: String,
+        user: User,
+        role: Role,
+    },
+    Edited(Message),
+    Deleted {
+        room: String,
+        id: Uuid,
+    },
+}
+
+/// Writes every job of the batch in one transaction, in stream order.
+///
+/// Consecutive messages are written together (one multi-row insert per
+/// run); any other job between them is applied where it stands, so a
+/// message sent after a join lands after it and an edit after its message.
+///
+/// # Errors
+/// Any database error; nothing of the batch is then written.
+pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    store::upsert_users(&mut tx, &users_of(batch)).await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut run: Vec<Positioned<'_>> = Vec::new();
+    for item in batch {
+        if let Job::Message(m) = &item.job {
+            run.push(Positioned {
+                job: m,
+                stream_seq: item.stream_seq,
+            });
+            continue;
+        }
+        if !run.is_empty() {
+            let stored = store::insert_messages(&mut tx, &run).await?;
+            outcomes.extend(stored.into_iter().map(Outcome::Persisted));
+            run.clear();
+        }
+        if let Some(outcome) = apply_one(&mut tx, &item.job).await? {
+            outcomes.push(outcome);
+        }
+    }
+    if !run.is_empty() {
+        let stored = store::insert_messages(&mut tx, &run).await?;
+        outcomes.extend(stored.into_iter().map(Outcome::Persisted));
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Applies a job other than a message; `None` when it changed nothing
+/// (a repeat, a refused change).
+async fn apply_one(tx: &mut sqlx::PgConnection, job: &Job) -> Result<Option<Outcome>, sqlx::Error> {
+    let outcome = match job {
+        Job::Message(_) => None,
+        Job::Join(m) => store::join(tx, m).await?.then(|| Outcome::Joined {
+            room: m.room.clone(),
+            user: m.user.clone(),
+            by_self: true,
+        }),
+        Job::Leave(m) => store::leave(tx, &m.room, &m.user)
+            .await?
+            .then(|| Outcome::Left {
+                room: m.room.clone(),
+                user: m.user.clone(),
+            }),
+        Job::CreateRoom(r) => {
+            store::create_room(tx, r).await?;
+            None
+        }
+        Job::Invite(i) => store::invite(tx, i).await?.then(|| Outcome::Joined {
+            room: i.room.clone(),
+            user: i.user.clone(),
+            by_self: false,
+        }),
+        Job::SetRole(r) => store::set_role(tx, r).await?.then(|| Outcome::RoleChanged {
+            room: r.room.clone(),
+            user: r.user.clone(),
+            role: r.role,
+        }),
+        Job::Edit(e) => store::edit(tx, e).await?.map(Outcome::Edited),
+        Job::Delete(d) => store::delete(tx, d).await?.then(|| Outcome::Deleted {
+            room: d.room.clone(),
+            id: d.id,
+        }),
+        Job::Read(r) => {
+            store::mark_read(tx, r).await?;
+            None
+        }
+        // Written with every user of the batch by `upsert_users`.
+        Job::Seen(_) => None,
+    };
+    Ok(outcome)
+}
+
+/// Every user a batch names, with the name of their latest job.
+fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&str, DateTime<Utc>)> {
+    let mut users: HashMap<Uuid, (&str, DateTime<Utc>)> = HashMap::new();
+    for item in batch {
+        let named: Vec<(&User, DateTime<Utc>)> = match &item.job {
+            Job::Message(m) => vec![(&m.sender, m.created_at)],
+            Job::Join(m) | Job::Leave(m) => vec![(&m.user, m.at)],
+            Job::CreateRoom(r) => vec![(&r.owner, r.at)],
+            Job::Invite(i) => vec![(&i.by, i.at), (&i.user, i.at)],
+            Job::SetRole(r) => vec![(&r.by, r.at), (&r.user, r.at)],
+            Job::Edit(e) => vec![(&e.by, e.at)],
+            Job::Delete(d) => vec![(&d.by, d.at)],
+            Job::Read(r) => vec![(&r.user, r.at)],
+            Job::Seen(u) => vec![(&u.user, u.at)],
+        };
+        for (user, at) in named {
+            let entry = users.entry(user.id).or_insert((user.name.as_str(), at));
+            if at >= entry.1 {
+                *entry = (user.name.as_str(), at);
+            }
+        }
+    }
+    users
+}

@@ -1,0 +1,109 @@
+//! Turning committed outcomes into events on core NATS: on the room's
+//! subject for its members, and on a user's subject when that user's
+//! gateways must learn of a membership change.
+
+use async_nats::Client;
+use shared::events::RoomEvent;
+use shared::protocol::{event, Deleted, Persisted, RoomMember, RoomRole};
+use shared::subjects::Subjects;
+use uuid::Uuid;
+
+use crate::apply::Outcome;
+
+/// The events of one outcome: the room's, and one for a user's own
+/// subject if any.
+///
+/// A membership or role event on the room's subject skips the member it is
+/// about: that member hears of it on their own subject (an invitee, a new
+/// admin) or from the ack (a joiner), exactly once either way.
+pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
+    match outcome {
+        Outcome::Persisted(message) => {
+            let mut ev = RoomEvent::new(
+                event::MESSAGE_PERSISTED,
+                &message.room,
+                Persisted {
+                    temp_id: message.temp_id,
+                    message,
+                },
+            );
+            ev.temp_id = Some(message.temp_id);
+            (ev, None)
+        }
+        Outcome::Joined {
+            room,
+            user,
+            by_self,
+        } => {
+            let ev =
+                RoomEvent::new(event::ROOM_JOINED, room, RoomMember { room, user }).about(user.id);
+            // The user's gateways add the room to the user's connections;
+            // a joiner's connections learnt it from the ack.
+            let own = if *by_self {
+                ev.clone().skipping(user.id)
+            } else {
+                ev.clone()
+            };
+            (ev.skipping(user.id), Some((user.id, own)))
+        }
+        Outcome::Left { room, user } => {
+            let ev = RoomEvent::new(event::ROOM_LEFT, room, RoomMember { room, user })
+                .about(user.id)
+                .skipping(user.id);
+            (ev.clone(), Some((user.id, ev)))
+        }
+        Outcome::RoleChanged { room, user, role } => {
+            // The member it is about hears of it on their own subject, as
+            // of a membership: they may be subscribed to the room only
+            // since a moment ago (an invitation in the same batch).
+            let ev = RoomEvent::new(
+                event::ROOM_ROLE,
+                room,
+                RoomRole {
+                    room,
+                    user,
+                    role: *role,
+                },
+            );
+            (ev.clone().skipping(user.id), Some((user.id, ev)))
+        }
+        Outcome::Edited(message) => (
+            RoomEvent::new(
+                event::MESSAGE_EDITED,
+                &message.room,
+                serde_json::json!({ "message": message }),
+            ),
+            None,
+        ),
+        Outcome::Deleted { room, id } => (
+            RoomEvent::new(event::MESSAGE_DELETED, room, Deleted { room, id: *id }),
+            None,
+        ),
+    }
+}
+
+/// Publishes the events of a committed batch, in order, and flushes them.
+///
+/// # Errors
+/// When NATS does not take them; the batch is then not acked and its
+/// redelivery finds the rows already written.
+pub async fn publish(
+    client: &Client,
+    subjects: &Subjects,
+    outcomes: &[Outcome],
+) -> anyhow::Result<()> {
+    for outcome in outcomes {
+        let (event, own) = events_of(outcome);
+        let room = event.room.as_deref().unwrap_or_default();
+        client
+            .publish_with_headers(subjects.room_events(room), event.headers(), event.frame)
+            .await?;
+        if let Some((user, event)) = own {
+            client
+                .publish_with_headers(subjects.user_events(&user), event.headers(), event.frame)
+                .await?;
+        }
+    }
+    client.flush().await?;
+    Ok(())
+}

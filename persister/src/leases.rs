@@ -1,0 +1,204 @@
+//! Which persister writes which partition.
+//!
+//! Rooms are spread over [`PARTITIONS`] partitions (by room id), each with
+//! its own durable consumer. A partition is written by one persister at a
+//! time, which is what keeps each room's `seq` in the order its jobs entered
+//! the stream however many persisters run. Ownership is a lease: a key
+//! `lease.<p>` in a key-value bucket whose entries expire after [`TTL`],
+//! claimed with `create` (only one claimer wins) and renewed with an
+//! `update` that expects the revision last written. A persister that cannot
+//! renew stops writing the partition after [`GIVE_UP`], before anyone else
+//! can claim it. Persisters also announce themselves (`member.<id>`) and
+//! each takes at most its share, ceil(partitions / persisters), releasing
+//! the rest after the batch in hand, so partitions spread out as persisters
+//! come and go.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use shared::subjects::PARTITIONS;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::Worker;
+
+/// A lease not renewed for this long is free.
+pub const TTL: Duration = Duration::from_secs(10);
+/// How often leases are renewed and the balance is looked at.
+const ROUND: Duration = Duration::from_secs(2);
+/// A holder that could not renew for this long stops writing: before
+/// [`TTL`], so two persisters never write one partition.
+const GIVE_UP: Duration = Duration::from_secs(7);
+
+struct Held {
+    revision: u64,
+    renewed: Instant,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+fn lease_key(p: u32) -> String {
+    format!("lease.{p}")
+}
+
+/// Holds this persister's share of the partitions until `stop`, writing
+/// each it holds; on stop, finishes the batches in hand and frees its
+/// leases for the others at once.
+pub async fn run(worker: Worker, stop: CancellationToken) {
+    let me = uuid::Uuid::new_v4().simple().to_string();
+    let Some(kv) = bucket(&worker, &stop).await else {
+        return;
+    };
+    let mut held: HashMap<u32, Held> = HashMap::new();
+    let mut tick = tokio::time::interval(ROUND);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let members = match announce_and_count(&kv, &me).await {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::warn!(error = %err, "partition leases unreachable");
+                worker.state.set_consumer_ready(false);
+                drop_stale(&mut held);
+                continue;
+            }
+        };
+        renew(&kv, &me, &mut held).await;
+        drop_stale(&mut held);
+        let share = (PARTITIONS as usize).div_ceil(members.max(1));
+        while held.len() > share {
+            let p = *held.keys().max().expect("more than share > 0 held");
+            release(&kv, p, held.remove(&p).expect("just found")).await;
+        }
+        claim(&kv, &me, &worker, &stop, share, &mut held).await;
+        worker.state.set_consumer_ready(true);
+        metrics::gauge!("persister_partitions_held").set(held.len() as f64);
+    }
+    for (p, h) in held.drain() {
+        release(&kv, p, h).await;
+    }
+    let _ = kv.delete(format!("member.{me}")).await;
+}
+
+/// The leases bucket, created on first use; waits for NATS.
+async fn bucket(worker: &Worker, stop: &CancellationToken) -> Option<kv::Store> {
+    let config = kv::Config {
+        bucket: worker.subjects.leases_bucket(),
+        history: 1,
+        max_age: TTL,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        num_replicas: worker.replicas,
+        ..Default::default()
+    };
+    loop {
+        match worker.js.create_or_update_key_value(config.clone()).await {
+            Ok(kv) => return Some(kv),
+            Err(err) => tracing::warn!(error = %err, "partition leases bucket not ready"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Says this persister is alive; returns how many are.
+async fn announce_and_count(kv: &kv::Store, me: &str) -> anyhow::Result<usize> {
+    kv.put(format!("member.{me}"), bytes::Bytes::new()).await?;
+    let mut keys = kv.keys().await?;
+    let mut n = 0;
+    while let Some(key) = keys.next().await {
+        if key?.starts_with("member.") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn renew(kv: &kv::Store, me: &str, held: &mut HashMap<u32, Held>) {
+    for (p, h) in held.iter_mut() {
+        match kv
+            .update(lease_key(*p), me.as_bytes().to_vec().into(), h.revision)
+            .await
+        {
+            Ok(revision) => {
+                h.revision = revision;
+                h.renewed = Instant::now();
+            }
+            Err(err) => {
+                tracing::warn!(partition = p, error = %err, "renewing a partition lease failed")
+            }
+        }
+    }
+}
+
+/// Stops writing partitions whose lease could not be renewed in time, and
+/// forgets those whose loop ended.
+fn drop_stale(held: &mut HashMap<u32, Held>) {
+    held.retain(|p, h| {
+        let keep = h.renewed.elapsed() < GIVE_UP && !h.task.is_finished();
+        if !keep {
+            tracing::warn!(
+                partition = p,
+                "giving up a partition whose lease could not be kept"
+            );
+            h.stop.cancel();
+        }
+        keep
+    });
+}
+
+/// Finishes the batch in hand on `p`, then frees its lease.
+async fn release(kv: &kv::Store, p: u32, h: Held) {
+    h.stop.cancel();
+    let _ = h.task.await;
+    let _ = kv
+        .delete_expect_revision(lease_key(p), Some(h.revision))
+        .await;
+    tracing::info!(partition = p, "released a partition");
+}
+
+/// Claims free partitions up to `share`, starting at a place of its own so
+/// persisters starting together do not all try the same ones first.
+async fn claim(
+    kv: &kv::Store,
+    me: &str,
+    worker: &Worker,
+    stop: &CancellationToken,
+    share: usize,
+    held: &mut HashMap<u32, Held>,
+) {
+    let start = shared::subjects::partition(me);
+    for i in 0..PARTITIONS {
+        if held.len() >= share {
+            return;
+        }
+        let p = (start + i) % PARTITIONS;
+        if held.contains_key(&p) {
+            continue;
+        }
+        if let Ok(revision) = kv.create(lease_key(p), me.as_bytes().to_vec().into()).await {
+            tracing::info!(partition = p, "writing a partition");
+            let token = stop.child_token();
+            let task = tokio::spawn({
+                let worker = worker.clone();
+                let token = token.clone();
+                async move { worker.run_partition(p, token).await }
+            });
+            held.insert(
+                p,
+                Held {
+                    revision,
+                    renewed: Instant::now(),
+                    stop: token,
+                    task,
+                },
+            );
+        }
+    }
+}

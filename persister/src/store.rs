@@ -1,0 +1,416 @@
+//! The persister's SQL: the only code in the project that writes PostgreSQL.
+//!
+//! Every write is idempotent — keyed by ids the gateway chose — so a
+//! redelivered job or a replayed stream writes each row once.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use shared::jobs::{
+    Deletion, Edit, Invitation, Membership, NewMessage, NewRoom, ReadMark, RoleChange,
+};
+use shared::protocol::{Message, Role, RoomKind, User};
+use shared::store::MessageRow;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Creates or updates the schema (idempotent).
+///
+/// # Errors
+/// When PostgreSQL is unreachable or a migration fails.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../migrations").run(pool).await
+}
+
+/// A message job with the position it had in the stream.
+pub struct Positioned<'a> {
+    pub job: &'a NewMessage,
+    pub stream_seq: u64,
+}
+
+/// Inserts a run of new messages, giving each the next `seq` of its room in
+/// the order given. Messages already stored (a redelivery, a replay, a late
+/// retry with the same `client_id`) are skipped and get no new `seq`.
+///
+/// Returns the messages it stored, in the order given.
+///
+/// # Errors
+/// Any database error; the caller's transaction is then rolled back.
+pub async fn insert_messages(
+    tx: &mut PgConnection,
+    batch: &[Positioned<'_>],
+) -> Result<Vec<Message>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|m| m.job.id).collect();
+    let existing: HashSet<Uuid> =
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM messages WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+
+    // New messages in order, without duplicates inside the batch either.
+    let mut seen = HashSet::with_capacity(batch.len());
+    let fresh: Vec<&Positioned<'_>> = batch
+        .iter()
+        .filter(|m| !existing.contains(&m.job.id) && seen.insert(m.job.id))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let next_seq = reserve_seqs(tx, &fresh).await?;
+    let mut next_seq = next_seq;
+    let seqs: Vec<i64> = fresh
+        .iter()
+        .map(|m| {
+            // Every room in `fresh` got a range from reserve_seqs.
+            let seq = next_seq
+                .get_mut(m.job.room.as_str())
+                .expect("room reserved");
+            *seq += 1;
+            *seq
+        })
+        .collect();
+
+    let room_ids: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
+    let sender_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.sender.id).collect();
+    let sender_names: Vec<&str> = fresh.iter().map(|m| m.job.sender.name.as_str()).collect();
+    let kinds: Vec<&str> = fresh.iter().map(|m| m.job.kind.as_str()).collect();
+    let texts: Vec<&str> = fresh.iter().map(|m| m.job.text.as_str()).collect();
+    let reply_to: Vec<Option<Uuid>> = fresh.iter().map(|m| m.job.reply_to).collect();
+    let attachments: Vec<serde_json::Value> = fresh
+        .iter()
+        .map(|m| serde_json::to_value(&m.job.attachments).unwrap_or_default())
+        .collect();
+    let temp_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.temp_id).collect();
+    let client_ids: Vec<Option<&str>> = fresh.iter().map(|m| m.job.client_id.as_deref()).collect();
+    let created: Vec<DateTime<Utc>> = fresh.iter().map(|m| m.job.created_at).collect();
+    let stream_seqs: Vec<i64> = fresh.iter().map(|m| m.stream_seq as i64).collect();
+    let fresh_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.id).collect();
+
+    sqlx::query(
+        "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, reply_to,
+                               attachments, temp_id, client_id, created_at, stream_seq)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
+                              $6::text[], $7::text[], $8::uuid[], $9::jsonb[], $10::uuid[],
+                              $11::text[], $12::timestamptz[], $13::int8[])",
+    )
+    .bind(&fresh_ids)
+    .bind(&room_ids)
+    .bind(&seqs)
+    .bind(&sender_ids)
+    .bind(&sender_names)
+    .bind(&kinds)
+    .bind(&texts)
+    .bind(&reply_to)
+    .bind(&attachments)
+    .bind(&temp_ids)
+    .bind(&client_ids)
+    .bind(&created)
+    .bind(&stream_seqs)
+    .execute(&mut *tx)
+    .await?;
+
+    Ok(fresh
+        .iter()
+        .zip(seqs)
+        .map(|(m, seq)| stored_message(m.job, seq))
+        .collect())
+}
+
+/// Moves each room's `last_seq` forward by its number of new messages in
+/// one statement, and returns for each room the seq just before its range.
+/// The row lock this takes is what keeps two writers of one room from
+/// handing out the same seq.
+async fn reserve_seqs(
+    tx: &mut PgConnection,
+    fresh: &[&Positioned<'_>],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut counts: HashMap<&str, (i64, DateTime<Utc>)> = HashMap::new();
+    for m in fresh {
+        let entry = counts
+            .entry(m.job.room.as_str())
+            .or_insert((0, m.job.created_at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(m.job.created_at);
+    }
+    let rooms: Vec<&str> = counts.keys().copied().collect();
+    let ns: Vec<i64> = rooms.iter().map(|r| counts[r].0).collect();
+    let latest: Vec<DateTime<Utc>> = rooms.iter().map(|r| counts[r].1).collect();
+    // A message for a room no join created (a replay that starts after the
+    // room's creation fell out of the stream) creates it as a public group.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO rooms AS r (id, kind, public, created_at, last_seq, last_message_at)
+         SELECT id, 'group', true, at, n, at FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(id, n, at)
+         ON CONFLICT (id) DO UPDATE
+            SET last_seq = r.last_seq + EXCLUDED.last_seq,
+                last_message_at = GREATEST(r.last_message_at, EXCLUDED.last_message_at)
+         RETURNING id, last_seq",
+    )
+    .bind(&rooms)
+    .bind(&ns)
+    .bind(&latest)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(room, last)| {
+            let n = counts[room.as_str()].0;
+            (room, last - n)
+        })
+        .collect())
+}
+
+fn stored_message(job: &NewMessage, seq: i64) -> Message {
+    Message {
+        id: job.id,
+        seq,
+        room: job.room.clone(),
+        sender: job.sender.clone(),
+        kind: job.kind,
+        text: Some(job.text.clone()),
+        reply_to: job.reply_to,
+        attachments: job.attachments.clone(),
+        temp_id: job.temp_id,
+        client_id: job.client_id.clone(),
+        created_at: job.created_at,
+        edited_at: None,
+        deleted_at: None,
+    }
+}
+
+/// Adds a member. A room that does not exist yet is created as a public
+/// group room owned by the joiner. A join of a room that is not public
+/// (the gateway refuses those; this guards a replay or a race) changes
+/// nothing.
+///
+/// Returns whether the user became a member now.
+///
+/// # Errors
+/// Any database error.
+pub async fn join(tx: &mut PgConnection, m: &Membership) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rooms (id, kind, public, owner_id, created_at)
+         VALUES ($1, 'group', true, $2, $3)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&m.room)
+    .bind(m.user.id)
+    .bind(m.at)
+    .execute(&mut *tx)
+    .await?;
+    let joined = sqlx::query(
+        "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at, read_seq)
+         SELECT r.id, $2, $3, CASE WHEN r.owner_id = $2 THEN 'owner' ELSE 'member' END, $4, 0
+           FROM rooms r
+          WHERE r.id = $1 AND (r.public OR r.owner_id = $2)
+         ON CONFLICT (room_id, user_id) DO NOTHING",
+    )
+    .bind(&m.room)
+    .bind(m.user.id)
+    .bind(&m.user.name)
+    .bind(m.at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(joined)
+}
+
+/// Removes a member. Returns whether the user was one.
+///
+/// # Errors
+/// Any database error.
+pub async fn leave(tx: &mut PgConnection, room: &str, user: &User) -> Result<bool, sqlx::Error> {
+    let left = sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
+        .bind(room)
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    Ok(left)
+}
+
+/// Remembers the latest name of each user of a batch (one statement).
+///
+/// # Errors
+/// Any database error.
+pub async fn upsert_users(
+    tx: &mut PgConnection,
+    users: &HashMap<Uuid, (&str, DateTime<Utc>)>,
+) -> Result<(), sqlx::Error> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = users.keys().copied().collect();
+    let names: Vec<&str> = ids.iter().map(|id| users[id].0).collect();
+    let seen: Vec<DateTime<Utc>> = ids.iter().map(|id| users[id].1).collect();
+    sqlx::query(
+        "INSERT INTO users AS u (id, name, seen_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seen_at = EXCLUDED.seen_at
+          WHERE u.seen_at <= EXCLUDED.seen_at",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&seen)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates a room with its owner as first member. Returns false when the
+/// room exists already (a concurrent creation won; nothing changes).
+///
+/// # Errors
+/// Any database error.
+pub async fn create_room(tx: &mut PgConnection, r: &NewRoom) -> Result<bool, sqlx::Error> {
+    let created = sqlx::query(
+        "INSERT INTO rooms (id, name, kind, public, owner_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&r.room)
+    .bind(&r.name)
+    .bind(r.kind.as_str())
+    .bind(r.public && r.kind == RoomKind::Group)
+    .bind(r.owner.id)
+    .bind(r.at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if created {
+        sqlx::query(
+            "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at)
+             VALUES ($1, $2, $3, 'owner', $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.room)
+        .bind(r.owner.id)
+        .bind(&r.owner.name)
+        .bind(r.at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(created)
+}
+
+/// Adds a member on behalf of an owner or admin. A direct room takes two
+/// members at most. Returns whether the user became a member now.
+///
+/// # Errors
+/// Any database error.
+pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx::Error> {
+    let added = sqlx::query(
+        "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at)
+         SELECT r.id, $3, $4, 'member', $5 FROM rooms r
+          WHERE r.id = $1
+            AND EXISTS (SELECT 1 FROM room_members b
+                         WHERE b.room_id = r.id AND b.user_id = $2 AND b.role IN ('owner', 'admin'))
+            AND (r.kind = 'group' OR (SELECT count(*) FROM room_members c WHERE c.room_id = r.id) < 2)
+         ON CONFLICT (room_id, user_id) DO NOTHING",
+    )
+    .bind(&i.room)
+    .bind(i.by.id)
+    .bind(i.user.id)
+    .bind(&i.user.name)
+    .bind(i.at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(added)
+}
+
+/// The owner makes a member an admin or back. The owner's own role does not
+/// change. Returns whether a role changed.
+///
+/// # Errors
+/// Any database error.
+pub async fn set_role(tx: &mut PgConnection, r: &RoleChange) -> Result<bool, sqlx::Error> {
+    if r.role == Role::Owner {
+        return Ok(false);
+    }
+    let changed = sqlx::query(
+        "UPDATE room_members m SET role = $4
+          WHERE m.room_id = $1 AND m.user_id = $3 AND m.role <> 'owner' AND m.role <> $4
+            AND EXISTS (SELECT 1 FROM room_members o
+                         WHERE o.room_id = $1 AND o.user_id = $2 AND o.role = 'owner')",
+    )
+    .bind(&r.room)
+    .bind(r.by.id)
+    .bind(r.user.id)
+    .bind(r.role.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(changed)
+}
+
+/// The sender's new text for a message that is not deleted. An edit older
+/// than the one stored (a replay of part of the stream) changes nothing.
+/// Returns the message as it is now, if it changed.
+///
+/// # Errors
+/// Any database error.
+pub async fn edit(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sqlx::Error> {
+    let row: Option<MessageRow> = sqlx::query_as(
+        "UPDATE messages SET text = $4, edited_at = $5
+          WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND deleted_at IS NULL
+            AND (edited_at IS NULL OR edited_at < $5)
+          RETURNING id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
+                    attachments, temp_id, client_id, created_at, edited_at, deleted_at",
+    )
+    .bind(e.id)
+    .bind(&e.room)
+    .bind(e.by.id)
+    .bind(&e.text)
+    .bind(e.at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(Message::from))
+}
+
+/// Deletes a message for its sender, or for the room's owner or an admin:
+/// the row stays (id and seq), its text and attachments go. Returns whether
+/// it was deleted now.
+///
+/// # Errors
+/// Any database error.
+pub async fn delete(tx: &mut PgConnection, d: &Deletion) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query(
+        "UPDATE messages m SET text = NULL, attachments = '[]', deleted_at = $4
+          WHERE m.id = $1 AND m.room_id = $2 AND m.deleted_at IS NULL
+            AND (m.sender_id = $3 OR EXISTS (
+                 SELECT 1 FROM room_members a
+                  WHERE a.room_id = $2 AND a.user_id = $3 AND a.role IN ('owner', 'admin')))",
+    )
+    .bind(d.id)
+    .bind(&d.room)
+    .bind(d.by.id)
+    .bind(d.at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(deleted)
+}
+
+/// Moves a read mark forward, never back.
+///
+/// # Errors
+/// Any database error.
+pub async fn mark_read(tx: &mut PgConnection, r: &ReadMark) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE room_members SET read_seq = $3
+          WHERE room_id = $1 AND user_id = $2 AND read_seq < $3",
+    )
+    .bind(&r.room)
+    .bind(r.user.id)
+    .bind(r.seq)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs the load generator against a fresh local stack of release binaries:
+# its own NATS server (the shipped nats.conf, or with another fsync policy),
+# a fresh database, one persister and one gateway.
+#
+#   scripts/bench.sh [--sync-interval 1s|always] -- throughput --rooms 50 --users 10 --rate 1000 --duration 10
+#   scripts/bench.sh -- fanout --members 1000 --rate 10 --duration 10
+#   scripts/bench.sh -- connections --count 19000
+#   scripts/bench.sh -- ceiling publish | ceiling pipeline
+#   scripts/bench.sh -- backlog --count 1000000
+#
+# Everything after -- goes to `loadgen` (`loadgen --help`); --url,
+# --database-url, the processes whose CPU it reports, and the gateway's pid
+# for `connections` are set here. For `backlog` the persister is started
+# only once the jobs are in the stream.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+SYNC=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --sync-interval) SYNC=$2; shift 2 ;;
+    --) shift; break ;;
+    *) die "unknown option $1 (see the header of $0)" ;;
+  esac
+done
+ensure_script_tools
+NATS=$(nats_server_bin)
+ensure_postgres
+cargo build --release --quiet -p gateway -p persister -p loadgen
+BIN="$ROOT/target/release"
+
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+  set +e
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$WORK"
+  return 0
+}
+trap cleanup EXIT
+
+conf="$ROOT/nats.conf"
+if [ -n "$SYNC" ]; then
+  conf="$WORK/nats.conf"
+  sed "s/^\(\s*sync_interval:\).*/\1 $SYNC/" "$ROOT/nats.conf" > "$conf"
+fi
+nport=$(free_port)
+"$NATS" -c "$conf" -a 127.0.0.1 -p "$nport" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 "$nport" nats-server
+
+db="chat_bench_$$"
+psql -X -q -d postgres -c "CREATE DATABASE $db" >/dev/null
+trap 'cleanup; psql -X -q -d postgres -c "DROP DATABASE IF EXISTS '"$db"' WITH (FORCE)" >/dev/null 2>&1' EXIT
+export NATS_URL="nats://127.0.0.1:$nport" DATABASE_URL="postgres://postgres@127.0.0.1:${PGPORT}/$db" RUST_LOG=warn
+pport=$(free_port); gport=$(free_port)
+start_persister() {
+  PERSISTER_ADDR="127.0.0.1:$pport" "$BIN/persister" >"$WORK/persister.log" 2>&1 &
+  persister_pid=$!
+  pids+=("$persister_pid")
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$pport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+scenario=${1:-}
+# Idle connections are file descriptors: as many as this shell may have.
+ulimit -n "$(ulimit -Hn)"
+[ "$scenario" = backlog ] || start_persister
+GATEWAY_ADDR="127.0.0.1:$gport" DATABASE_URL="postgres://chat_gateway@127.0.0.1:${PGPORT}/$db" "$BIN/gateway" >"$WORK/gateway.log" 2>&1 &
+gateway_pid=$!
+pids+=("$gateway_pid")
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+say "nats sync_interval: ${SYNC:-as shipped (nats.conf)}"
+args=("$@")
+[ "$scenario" = connections ] && args+=(--gateway-pid "$gateway_pid")
+watch=(--watch "gateway=$gateway_pid" --watch "nats=${pids[0]}" --watch "postgres=comm:postgres")
+[ -n "${persister_pid:-}" ] && watch+=(--watch "persister=$persister_pid")
+loadgen=("$BIN/loadgen" --url "http://127.0.0.1:$gport" --database-url "$DATABASE_URL" "${watch[@]}" "${args[@]}")
+if [ "$scenario" = backlog ]; then
+  # The persister starts once the backlog is in the stream.
+  "${loadgen[@]}" 2> >(tee "$WORK/loadgen.err" >&2) &
+  lg=$!
+  until grep -q "backlog published" "$WORK/loadgen.err" 2>/dev/null; do
+    kill -0 "$lg" 2>/dev/null || break
+    sleep 0.2
+  done
+  start_persister
+  wait "$lg"
+else
+  "${loadgen[@]}"
+fi
+# How the persister batched the load, from its own metrics.
+say "persister batches (jobs per transaction)"
+curl -fs "http://127.0.0.1:$pport/metrics" | grep -E '^persister_batch_(size|seconds)_(sum|count)' || true

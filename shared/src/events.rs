@@ -1,0 +1,95 @@
+//! Room events between processes: core NATS messages on a room's subject
+//! whose payload is the finished wire frame, so a gateway forwards the bytes
+//! to its connections without parsing or re-serializing them. What a
+//! gateway needs to route an event travels in headers.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use uuid::Uuid;
+
+/// The event's wire `type`.
+pub const TYPE_HEADER: &str = "Chat-Event";
+/// A user who must not get this event (the typer, the joiner).
+pub const SKIP_USER_HEADER: &str = "Chat-Skip-User";
+/// The room of an event sent on a user's subject.
+pub const ROOM_HEADER: &str = "Chat-Room";
+/// The user a membership event is about.
+pub const USER_HEADER: &str = "Chat-User";
+/// The `temp_id` of a `message:persisted`, so the sender's gateway can hold
+/// the event until the sender has its ack.
+pub const TEMP_ID_HEADER: &str = "Chat-Temp-Id";
+
+/// One event for the members of a room.
+#[derive(Clone, Debug)]
+pub struct RoomEvent {
+    pub kind: String,
+    pub room: Option<String>,
+    pub skip_user: Option<Uuid>,
+    pub user: Option<Uuid>,
+    pub temp_id: Option<Uuid>,
+    /// The complete server → client frame.
+    pub frame: Bytes,
+}
+
+impl RoomEvent {
+    /// An event for the members of `room`, built from its wire frame.
+    pub fn new<T: serde::Serialize>(kind: &str, room: &str, data: T) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            room: Some(room.to_owned()),
+            skip_user: None,
+            user: None,
+            temp_id: None,
+            frame: crate::protocol::ServerFrame::new(kind, data)
+                .to_json()
+                .into(),
+        }
+    }
+
+    /// Not for this user (the typer, the joiner).
+    #[must_use]
+    pub fn skipping(mut self, user: Uuid) -> Self {
+        self.skip_user = Some(user);
+        self
+    }
+
+    /// About this user (membership events).
+    #[must_use]
+    pub fn about(mut self, user: Uuid) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(TYPE_HEADER, self.kind.as_str());
+        if let Some(r) = &self.room {
+            h.insert(ROOM_HEADER, r.as_str());
+        }
+        if let Some(u) = self.skip_user {
+            h.insert(SKIP_USER_HEADER, u.to_string().as_str());
+        }
+        if let Some(u) = self.user {
+            h.insert(USER_HEADER, u.to_string().as_str());
+        }
+        if let Some(t) = self.temp_id {
+            h.insert(TEMP_ID_HEADER, t.to_string().as_str());
+        }
+        h
+    }
+
+    /// Reads an event back from a NATS message; `None` for a message that
+    /// is not one (no type header).
+    pub fn from_nats(msg: &async_nats::Message) -> Option<Self> {
+        let headers = msg.headers.as_ref()?;
+        let uuid = |name: &str| headers.get(name).and_then(|v| v.as_str().parse().ok());
+        Some(Self {
+            kind: headers.get(TYPE_HEADER)?.as_str().to_owned(),
+            room: headers.get(ROOM_HEADER).map(|v| v.as_str().to_owned()),
+            skip_user: uuid(SKIP_USER_HEADER),
+            user: uuid(USER_HEADER),
+            temp_id: uuid(TEMP_ID_HEADER),
+            frame: msg.payload.clone(),
+        })
+    }
+}

@@ -1,0 +1,470 @@
+//! The wire protocol of `PROTOCOL.md`: frames, requests, events, messages
+//! and error codes. Both binaries build their frames from these types so the
+//! two can never disagree on a field name.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// The contract's error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownType,
+    TooLarge,
+    Unauthorized,
+    Forbidden,
+    NotAMember,
+    NotFound,
+    RateLimited,
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status the contract maps each code to.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest | Self::UnknownType => 400,
+            Self::TooLarge => 413,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::NotAMember => 403,
+            Self::NotFound => 404,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// A refusal as clients see it: a code and a plain message, never an
+/// internal cause (that goes to the log where it is handled).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
+    pub fn not_a_member() -> Self {
+        Self::new(ErrorCode::NotAMember, "you are not a member of this room")
+    }
+    pub fn unavailable() -> Self {
+        Self::new(
+            ErrorCode::Unavailable,
+            "the message queue did not store this in time; nothing was stored, try again",
+        )
+    }
+}
+
+/// A user as it appears inside events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// A member's role in a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> Self {
+        match s {
+            "owner" => Self::Owner,
+            "admin" => Self::Admin,
+            _ => Self::Member,
+        }
+    }
+
+    /// Owners and admins manage members and delete others' messages.
+    pub fn manages(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+}
+
+/// A group room or a direct room of two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    #[default]
+    Group,
+    Direct,
+}
+
+impl RoomKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Group => "group",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    Emoji,
+    Image,
+    File,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Emoji => "emoji",
+            Self::Image => "image",
+            Self::File => "file",
+        }
+    }
+
+    /// Reads the stored form; unknown values fall back to text rather than
+    /// failing a whole history page.
+    pub fn from_stored(s: &str) -> Self {
+        match s {
+            "emoji" => Self::Emoji,
+            "image" => Self::Image,
+            "file" => Self::File,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// Attachment metadata, returned exactly as sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub url: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub mime: String,
+    pub size: u64,
+}
+
+/// A stored message as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: Uuid,
+    pub seq: i64,
+    pub room: String,
+    pub sender: User,
+    pub kind: MessageKind,
+    pub text: Option<String>,
+    pub reply_to: Option<Uuid>,
+    pub attachments: Vec<Attachment>,
+    pub temp_id: Uuid,
+    pub client_id: Option<String>,
+    #[serde(with = "crate::time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time::option")]
+    pub edited_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The outer shape of every client frame; `data` is parsed once `type` says
+/// what it should be.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<'a> {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    #[serde(borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// `room:join`, `room:leave`.
+#[derive(Debug, Deserialize)]
+pub struct RoomRef {
+    pub room: String,
+}
+
+/// `message:send` (over REST without `room`, which comes from the path).
+#[derive(Debug, Deserialize)]
+pub struct SendMessage {
+    #[serde(default)]
+    pub room: Option<String>,
+    pub text: String,
+    #[serde(default)]
+    pub kind: Option<MessageKind>,
+    #[serde(default)]
+    pub reply_to: Option<Uuid>,
+    #[serde(default)]
+    pub attachments: Option<Vec<Attachment>>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub deliver_after_s: Option<u64>,
+}
+
+/// `room:create`.
+#[derive(Debug, Deserialize)]
+pub struct CreateRoom {
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: RoomKind,
+    #[serde(default)]
+    pub members: Vec<Uuid>,
+    #[serde(default)]
+    pub public: Option<bool>,
+}
+
+/// `room:invite`.
+#[derive(Debug, Deserialize)]
+pub struct Invite {
+    pub room: String,
+    pub user: Uuid,
+}
+
+/// `room:set_role`.
+#[derive(Debug, Deserialize)]
+pub struct SetRole {
+    pub room: String,
+    pub user: Uuid,
+    pub role: Role,
+}
+
+/// `message:edit`.
+#[derive(Debug, Deserialize)]
+pub struct EditMessage {
+    pub room: String,
+    pub id: Uuid,
+    pub text: String,
+}
+
+/// `message:delete`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteMessage {
+    pub room: String,
+    pub id: Uuid,
+}
+
+/// `message:read`.
+#[derive(Debug, Deserialize)]
+pub struct MarkRead {
+    pub room: String,
+    pub message_id: Uuid,
+}
+
+/// `history:fetch` and `GET /v1/rooms/{room}/messages`.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub after: Option<i64>,
+    #[serde(default)]
+    pub before: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// The client → server types of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestType {
+    RoomJoin,
+    RoomLeave,
+    RoomCreate,
+    RoomInvite,
+    RoomSetRole,
+    MessageSend,
+    MessageEdit,
+    MessageDelete,
+    TypingStart,
+    TypingStop,
+    MessageRead,
+    HistoryFetch,
+    MatchRandom,
+    MatchCancel,
+}
+
+impl RequestType {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "room:join" => Self::RoomJoin,
+            "room:leave" => Self::RoomLeave,
+            "room:create" => Self::RoomCreate,
+            "room:invite" => Self::RoomInvite,
+            "room:set_role" => Self::RoomSetRole,
+            "message:send" => Self::MessageSend,
+            "message:edit" => Self::MessageEdit,
+            "message:delete" => Self::MessageDelete,
+            "typing:start" => Self::TypingStart,
+            "typing:stop" => Self::TypingStop,
+            "message:read" => Self::MessageRead,
+            "history:fetch" => Self::HistoryFetch,
+            "match:random" => Self::MatchRandom,
+            "match:cancel" => Self::MatchCancel,
+            _ => return None,
+        })
+    }
+}
+
+/// A server → client frame. `data` is borrowed so an event can be
+/// serialized straight from the value that produced it.
+#[derive(Debug, Serialize)]
+pub struct ServerFrame<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<&'a str>,
+    pub data: T,
+}
+
+impl<'a, T: Serialize> ServerFrame<'a, T> {
+    pub fn new(kind: &'a str, data: T) -> Self {
+        Self {
+            kind,
+            reference: None,
+            data,
+        }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain structs cannot fail: every map key is a
+        // string and no custom serializer returns an error.
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+/// `message:persisted` data.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Persisted<M> {
+    pub temp_id: Uuid,
+    pub message: M,
+}
+
+/// `room:joined` / `room:left` data.
+#[derive(Debug, Serialize)]
+pub struct RoomMember<'a> {
+    pub room: &'a str,
+    pub user: &'a User,
+}
+
+/// `room:role` data.
+#[derive(Debug, Serialize)]
+pub struct RoomRole<'a> {
+    pub room: &'a str,
+    pub user: &'a User,
+    pub role: Role,
+}
+
+/// `message:deleted` data.
+#[derive(Debug, Serialize)]
+pub struct Deleted<'a> {
+    pub room: &'a str,
+    pub id: Uuid,
+}
+
+/// `message:read` data.
+#[derive(Debug, Serialize)]
+pub struct ReadEvent<'a> {
+    pub room: &'a str,
+    pub user: &'a User,
+    pub message_id: Uuid,
+}
+
+/// Event type names that go over the wire.
+pub mod event {
+    pub const MESSAGE_PERSISTED: &str = "message:persisted";
+    pub const MESSAGE_EDITED: &str = "message:edited";
+    pub const MESSAGE_DELETED: &str = "message:deleted";
+    pub const MESSAGE_READ: &str = "message:read";
+    pub const TYPING_START: &str = "typing:start";
+    pub const TYPING_STOP: &str = "typing:stop";
+    pub const ROOM_JOINED: &str = "room:joined";
+    pub const ROOM_LEFT: &str = "room:left";
+    pub const ROOM_ROLE: &str = "room:role";
+    pub const SESSION_READY: &str = "session:ready";
+    pub const ACK: &str = "ack";
+    pub const ERROR: &str = "error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_map_to_the_contracts_http_statuses() {
+        let pairs = [
+            (ErrorCode::BadRequest, 400),
+            (ErrorCode::UnknownType, 400),
+            (ErrorCode::TooLarge, 413),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::NotAMember, 403),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::Unavailable, 503),
+        ];
+        for (code, status) in pairs {
+            assert_eq!(code.http_status(), status, "{code:?}");
+        }
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::NotAMember).unwrap(),
+            "\"not_a_member\""
+        );
+    }
+
+    #[test]
+    fn messages_serialize_with_millisecond_utc_times() {
+        let t = "2026-11-22T10:00:00.123Z".parse().unwrap();
+        let m = Message {
+            id: Uuid::nil(),
+            seq: 42,
+            room: "lobby".into(),
+            sender: User {
+                id: Uuid::nil(),
+                name: "Brave Otter 42".into(),
+            },
+            kind: MessageKind::Text,
+            text: Some("hi".into()),
+            reply_to: None,
+            attachments: vec![],
+            temp_id: Uuid::nil(),
+            client_id: None,
+            created_at: t,
+            edited_at: None,
+            deleted_at: None,
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["created_at"], "2026-11-22T10:00:00.123Z");
+        assert_eq!(v["edited_at"], serde_json::Value::Null);
+        assert_eq!(v["kind"], "text");
+        let back: Message = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+    }
+}

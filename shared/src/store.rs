@@ -1,0 +1,50 @@
+//! Rows both binaries read.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::protocol::{Attachment, Message, MessageKind, User};
+
+/// A `messages` row as selected by `SELECT id, seq, room_id, sender_id,
+/// sender_name, kind, text, reply_to, attachments, temp_id, client_id,
+/// created_at, edited_at, deleted_at`.
+#[derive(sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub seq: i64,
+    pub room_id: String,
+    pub sender_id: Uuid,
+    pub sender_name: String,
+    pub kind: String,
+    pub text: Option<String>,
+    pub reply_to: Option<Uuid>,
+    pub attachments: sqlx::types::Json<Vec<Attachment>>,
+    pub temp_id: Uuid,
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        Message {
+            id: r.id,
+            seq: r.seq,
+            room: r.room_id,
+            sender: User {
+                id: r.sender_id,
+                name: r.sender_name,
+            },
+            kind: MessageKind::from_stored(&r.kind),
+            text: r.text,
+            reply_to: r.reply_to,
+            attachments: r.attachments.0,
+            temp_id: r.temp_id,
+            client_id: r.client_id,
+            created_at: r.created_at,
+            edited_at: r.edited_at,
+            deleted_at: r.deleted_at,
+        }
+    }
+}
