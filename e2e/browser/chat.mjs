@@ -12,6 +12,11 @@ const lines = createInterface({ input: process.stdin });
 // The iterator buffers lines that arrive before they are asked for.
 const input = lines[Symbol.asyncIterator]();
 const nextLine = async () => (await input.next()).value;
+// Asks the test to do something to the stack and waits until it is done.
+async function ask(what, done) {
+  console.log(what);
+  if ((await nextLine()) !== done) throw new Error(`the test did not answer ${what} with ${done}`);
+}
 const TIMEOUT = 15_000;
 
 const browser = await chromium.launch({
@@ -20,15 +25,34 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 let step = 0;
+const pages = {};
 async function shot(page, name) {
   step += 1;
   await page.screenshot({ path: `${out}/${String(step).padStart(2, '0')}-${name}.png` });
+}
+
+// On a failure: what each tab showed and knew, on stderr and as a
+// screenshot, so the failure explains itself.
+async function describe() {
+  for (const [name, page] of Object.entries(pages)) {
+    if (page.isClosed()) continue;
+    await page.screenshot({ path: `${out}/failed-${name}.png` });
+    const state = await page.evaluate(() => ({
+      connection: document.getElementById('connection').textContent,
+      notice: document.getElementById('notice').textContent,
+      rooms: [...document.querySelectorAll('#rooms button')].map((b) => b.textContent),
+      online: [...S.online],
+      user: S.user,
+    }));
+    console.error(`${name}: ${JSON.stringify(state)}`);
+  }
 }
 
 try {
   const ann = await (await browser.newContext()).newPage();
   // Bob is on a phone-sized screen.
   const bob = await (await browser.newContext({ viewport: { width: 390, height: 780 } })).newPage();
+  Object.assign(pages, { ann, bob });
   for (const page of [ann, bob]) page.setDefaultTimeout(TIMEOUT);
 
   async function signIn(page, name) {
@@ -74,12 +98,17 @@ try {
   await shot(ann, 'read-receipt');
 
   // Ann starts a direct room with Bob: her room list shows it by his name
-  // with his presence. Then she goes back to the lobby.
+  // with his presence at once, even while the room is not stored yet (the
+  // persister is stopped). Then she goes back to the lobby.
+  await ask('PAUSE PERSISTER', 'PAUSED');
   await ann.getByRole('button', { name: 'Direct chat with Bob' }).click();
   const chats = ann.getByRole('navigation', { name: 'Your chats' });
   const direct = chats.getByRole('button', { name: /@Bob/ });
   await direct.getByRole('img', { name: 'online' }).waitFor();
   await shot(ann, 'direct-room-online');
+  await ask('RESUME PERSISTER', 'RESUMED');
+  // Once stored, Bob has it too, named after Ann.
+  await bob.getByRole('navigation', { name: 'Your chats' }).getByRole('button', { name: /@Ann/ }).waitFor();
   await chats.getByRole('button', { name: 'lobby', exact: true }).click();
   await ann.getByRole('heading', { name: 'lobby' }).waitFor();
 
@@ -94,13 +123,13 @@ try {
 
   // The gateway restarts; both tabs reconnect by themselves and show what
   // was said meanwhile.
-  console.log('RESTART');
-  // Seen unless the restart was quicker than this look; what proves the
-  // reconnect is the message that only a catch-up can bring.
-  const down = await ann.getByRole('status', { name: 'Connection' }).filter({ hasText: 'reconnecting' })
-    .waitFor({ timeout: 5_000 }).then(() => true, () => false);
-  if (down) await shot(ann, 'reconnecting');
-  if ((await nextLine()) !== 'RESTARTED') throw new Error('no RESTARTED line');
+  // The reconnecting state is seen unless the restart was quicker than
+  // this look; what proves the reconnect is the message that only a
+  // catch-up can bring.
+  const down = ann.getByRole('status', { name: 'Connection' }).filter({ hasText: 'reconnecting' })
+    .waitFor({ timeout: 5_000 }).then(() => shot(ann, 'reconnecting'), () => {});
+  await ask('RESTART', 'RESTARTED');
+  await down;
   for (const page of [ann, bob]) {
     await page.getByRole('status', { name: 'Connection' }).filter({ hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
     await message(page, 'said while you were away').waitFor();
@@ -117,6 +146,7 @@ try {
 } catch (err) {
   console.error(`FAIL: ${err.stack || err}`);
   process.exitCode = 1;
+  await describe().catch((e) => console.error(`no description of the pages: ${e}`));
 } finally {
   await browser.close();
   lines.close();

@@ -143,6 +143,13 @@ impl Presence {
     /// Another connection of a user already online here opened: it learns
     /// who is online too.
     pub fn greet(&self, user: Uuid, conn: ConnId, rooms: &[String]) {
+        let mates = self.online_in(user, rooms);
+        self.tell_conn(user, conn, mates.values());
+    }
+
+    /// The users other than `user` online in any of `rooms`, here or on
+    /// another gateway.
+    fn online_in(&self, user: Uuid, rooms: &[String]) -> HashMap<Uuid, User> {
         let rooms: HashSet<&String> = rooms.iter().collect();
         let mut mates: HashMap<Uuid, User> = HashMap::new();
         for (u, their_rooms) in self.hub.local_users() {
@@ -157,7 +164,12 @@ impl Presence {
                 }
             }
         }
-        for mate in mates.values() {
+        mates
+    }
+
+    /// Tells one connection that each of `mates` is online.
+    fn tell_conn<'a>(&self, user: Uuid, conn: ConnId, mates: impl Iterator<Item = &'a User>) {
+        for mate in mates {
             let frame = ServerFrame::new(ONLINE, UserData { user: mate })
                 .to_json()
                 .into();
@@ -182,15 +194,17 @@ impl Presence {
         .await;
     }
 
-    /// A connection that just joined a room learns which of its members
-    /// are online (anywhere).
-    pub fn greet_members(&self, user: Uuid, conn: ConnId, members: &[User]) {
-        for mate in members.iter().filter(|m| m.id != user && self.online(m.id)) {
-            let frame = ServerFrame::new(ONLINE, UserData { user: mate })
-                .to_json()
-                .into();
-            self.hub.deliver_to_conn(user, conn, &frame);
+    /// A connection that just joined `room` learns which of its members
+    /// are online (anywhere): the stored `members`, and those whose own
+    /// join is still on its way to the database.
+    pub fn greet_members(&self, user: Uuid, conn: ConnId, room: &str, members: &[User]) {
+        let mut mates = self.online_in(user, &[room.to_owned()]);
+        for m in members {
+            if m.id != user && self.online(m.id) {
+                mates.entry(m.id).or_insert_with(|| m.clone());
+            }
         }
+        self.tell_conn(user, conn, mates.values());
     }
 
     /// A user's last connection here closed: after the grace, if they did

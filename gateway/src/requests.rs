@@ -271,8 +271,11 @@ pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<Room
         owner: user.clone(),
         at,
     });
-    publish_job(app, &create, &Uuid::new_v4().to_string()).await?;
-    app.hub.add_member(user.id, &room).await;
+    // The room and its members are published back to back and their
+    // PubAcks awaited together: one round trip, and the jobs lie next to
+    // each other in the stream (an invitation stored without its room is
+    // refused by the persister, so a partial failure adds no one).
+    let mut stored = vec![publish::start(app, &create, &Uuid::new_v4().to_string(), None).await?];
     for member in members {
         let invite = Job::Invite(Invitation {
             room: room.clone(),
@@ -280,8 +283,10 @@ pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<Room
             user: member,
             at,
         });
-        publish_job(app, &invite, &Uuid::new_v4().to_string()).await?;
+        stored.push(publish::start(app, &invite, &Uuid::new_v4().to_string(), None).await?);
     }
+    futures::future::try_join_all(stored).await?;
+    app.hub.add_member(user.id, &room).await;
     Ok(RoomAck { room })
 }
 

@@ -416,7 +416,7 @@ impl Handler<'_> {
                 // The joiner learns which members are online right now, and
                 // they learn the joiner is.
                 if let Some(presence) = app.presence.get() {
-                    presence.greet_members(user.id, self.conn.id, &ack.members);
+                    presence.greet_members(user.id, self.conn.id, &r.room, &ack.members);
                     Box::pin(presence.joined(user, &r.room)).await;
                 }
                 now(&ack)

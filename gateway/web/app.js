@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 const S = {
   token: null, user: null, ws: null, nextRef: 1, replies: new Map(),
   rooms: new Map(),          // id -> {id, name, kind, unread}
+  unlisted: new Map(),       // rooms joined or created here, not listed by the server yet
+  roomsAsked: 0, roomsShown: 0, // room list requests made, and the newest shown
   current: null,             // open room id
   lastSeq: new Map(),        // room -> highest seq seen
   firstSeq: new Map(),       // room -> lowest seq loaded
@@ -99,7 +101,9 @@ function handle(f) {
   }
   const d = f.data;
   switch (f.type) {
-    case 'session:ready': return onReady(d);
+    // Whoever is online is told again after this frame: what was missed
+    // while disconnected (someone going offline) must not linger.
+    case 'session:ready': S.online.clear(); return onReady(d);
     case 'message:persisted': return onMessage(d.message, d.temp_id);
     case 'message:edited': return renderMessage(d.message);
     case 'message:deleted': return onDeleted(d.room, d.id);
@@ -125,19 +129,36 @@ async function onReady(d) {
 }
 
 async function refreshRooms() {
+  const asked = ++S.roomsAsked;
   const r = await fetch('/v1/rooms', { headers: { authorization: `Bearer ${S.token}` } });
   if (!r.ok) return;
   const { rooms } = await r.json();
+  // Answers can arrive out of order: an older list never replaces a newer.
+  if (asked < S.roomsShown) return;
+  S.roomsShown = asked;
   S.rooms = new Map(rooms.map((room) => [room.id, room]));
+  keepUnlisted();
   renderRooms();
 }
 
 // A room just joined or created is acked before it is stored, so the room
-// list (read from the database) may not have it yet: show it at once.
+// list (read from the database) may not have it yet, or a new direct room
+// may not have its second member yet: show what this client knows at once,
+// until the server lists the room whole.
 async function listRoom(id, room) {
-  await refreshRooms();
-  if (!S.rooms.has(id)) S.rooms.set(id, room);
+  S.unlisted.set(id, room);
+  keepUnlisted();
   renderRooms();
+  await refreshRooms();
+}
+
+function keepUnlisted() {
+  for (const [id, mine] of S.unlisted) {
+    const listed = S.rooms.get(id);
+    if (!listed) S.rooms.set(id, mine);
+    else if (mine.peer_id && !listed.peer_id) Object.assign(listed, { peer_id: mine.peer_id, peer_name: mine.peer_name });
+    else S.unlisted.delete(id);
+  }
 }
 
 function addDirect(id, peer) {
@@ -236,7 +257,7 @@ async function onJoined(d) {
 }
 
 function onLeft(d) {
-  if (d.user.id === S.user.id) { S.rooms.delete(d.room); renderRooms(); return; }
+  if (d.user.id === S.user.id) { S.rooms.delete(d.room); S.unlisted.delete(d.room); renderRooms(); return; }
   systemLine(d.room, `${d.user.name} left`);
   if (d.room === S.current) renderMembers(S.members.filter((u) => u.id !== d.user.id));
 }

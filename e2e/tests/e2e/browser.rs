@@ -33,18 +33,57 @@ async fn two_users_chat_in_the_web_client_through_a_gateway_restart() {
     let mut stdin = node.stdin.take().expect("piped stdin");
     let mut lines = BufReader::new(node.stdout.take().expect("piped stdout")).lines();
 
-    let said = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.expect("read the script's output") {
-            if line == "RESTART" {
-                return true;
+    // The script asks for what only the test can do to the stack, one line
+    // at a time, and is answered with a line when it is done.
+    let mut said = Vec::new();
+    let mut restarted = false;
+    let mut paused = None;
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(150), lines.next_line())
+        .await
+        .expect("the browser script says something within 150 s")
+    {
+        let answer = match line.as_str() {
+            "PAUSE PERSISTER" => {
+                paused = Some(stack.persisters.len());
+                for p in stack.persisters.drain(..) {
+                    p.process.stop().await;
+                }
+                "PAUSED"
             }
-        }
-        false
-    })
-    .await
-    .expect("the browser script reached the restart within 120 s");
-    assert!(said, "the browser script ended before the restart step");
+            "RESUME PERSISTER" => {
+                for _ in 0..paused.take().expect("the persister was paused") {
+                    stack.add_persister().await;
+                }
+                "RESUMED"
+            }
+            "RESTART" => {
+                restart_first_gateway(&mut stack, &mut carol).await;
+                restarted = true;
+                "RESTARTED"
+            }
+            _ => {
+                said.push(line);
+                continue;
+            }
+        };
+        stdin
+            .write_all(format!("{answer}\n").as_bytes())
+            .await
+            .expect("answer the script");
+        stdin.flush().await.expect("answer the script");
+    }
+    let status = node.wait().await.expect("the script exits");
+    assert!(
+        status.success(),
+        "the browser script failed: {said:?} (screenshots in {shots})"
+    );
+    assert!(restarted, "the script went through the gateway restart");
+    assert_eq!(said.last().map(String::as_str), Some("PASS"), "{said:?}");
+}
 
+/// Restarts the first gateway on its port; meanwhile Carol, on the second,
+/// says something the browser tabs can only get by catching up.
+async fn restart_first_gateway(stack: &mut Stack, carol: &mut e2e::WsClient) {
     let port = stack.gateways[0].port;
     let gw = stack.gateways.remove(0);
     gw.process.stop().await;
@@ -53,25 +92,6 @@ async fn two_users_chat_in_the_web_client_through_a_gateway_restart() {
     stack
         .gateways
         .insert(0, Gateway::start(&stack.config, port).await);
-    stdin
-        .write_all(b"RESTARTED\n")
-        .await
-        .expect("tell the script");
-    stdin.flush().await.expect("tell the script");
-
-    let mut rest = Vec::new();
-    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(150), lines.next_line())
-        .await
-        .expect("the browser script finished within 150 s of the restart")
-    {
-        rest.push(line);
-    }
-    let status = node.wait().await.expect("the script exits");
-    assert!(
-        status.success(),
-        "the browser script failed: {rest:?} (screenshots in {shots})"
-    );
-    assert_eq!(rest.last().map(String::as_str), Some("PASS"), "{rest:?}");
 }
 
 /// A geckodriver on a port of its own: one drives one Firefox.
