@@ -11,6 +11,7 @@
 //! The lock is a `std` RwLock, never held across an `.await`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use async_nats::Client;
@@ -206,6 +207,10 @@ impl Conn {
 #[derive(Default)]
 struct Room {
     conns: HashMap<ConnId, Conn>,
+    /// The highest `seq` delivered here: a message whose event a persister
+    /// publishes again (it died, or failed, before it could ack) reaches
+    /// each connection once.
+    last_seq: AtomicI64,
     /// Aborts the room's subscription task when the room is dropped.
     subscription: Option<AbortOnDrop>,
 }
@@ -546,6 +551,13 @@ impl Hub {
         let Some(entry) = inner.rooms.get(room) else {
             return;
         };
+        // One subscription task per room delivers its events, one by one.
+        if let Some(seq) = event.seq {
+            if entry.last_seq.fetch_max(seq, Ordering::Relaxed) >= seq {
+                metrics::counter!("gateway_events_repeated_total").increment(1);
+                return;
+            }
+        }
         let mut n = 0u64;
         let ephemeral = is_ephemeral(&event.kind);
         for conn in entry.conns.values() {

@@ -35,6 +35,10 @@ pub fn describe() {
         "Typing, presence and read echoes dropped for connections falling behind"
     );
     describe_counter!(
+        "gateway_events_repeated_total",
+        "Message events a persister published again, not delivered twice"
+    );
+    describe_counter!(
         "gateway_connections_refused_total",
         "Upgrades refused at the connection limit"
     );
@@ -49,6 +53,7 @@ pub fn describe() {
         "gateway_slow_disconnects_total",
         "gateway_events_delivered_total",
         "gateway_ephemeral_dropped_total",
+        "gateway_events_repeated_total",
         "gateway_connections_refused_total",
         "gateway_matches_total",
     ] {

@@ -15,6 +15,10 @@ use crate::store::{self, Positioned};
 pub struct StreamJob {
     pub job: Job,
     pub stream_seq: u64,
+    /// Delivered before, to a persister that may have written it and then
+    /// died, or failed to publish its events: a message found written
+    /// already has its event published again, so no gateway misses it.
+    pub redelivered: bool,
 }
 
 /// What happened, to tell the gateways after the commit.
@@ -62,6 +66,7 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
             run.push(Positioned {
                 job: m,
                 stream_seq: item.stream_seq,
+                redelivered: item.redelivered,
             });
             continue;
         }

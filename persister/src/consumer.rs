@@ -113,7 +113,9 @@ impl Worker {
     /// in stream order — every job the consumer delivered but never saw
     /// acked: a persister that died had them in hand. Left alone they
     /// would come back only after `ack_wait`, behind newer jobs of the same
-    /// rooms. Their later redelivery finds them written and is skipped.
+    /// rooms. Those it had written are not written again, but their events
+    /// are published (it may have died before publishing them); their later
+    /// redelivery does the same, and gateways drop what they delivered.
     async fn take_over(
         &self,
         p: u32,
@@ -144,7 +146,10 @@ impl Worker {
             delivered,
         )
         .await?;
-        while let Some(batch) = reader.next_batch(self.max_batch).await? {
+        while let Some(mut batch) = reader.next_batch(self.max_batch).await? {
+            for job in &mut batch.jobs {
+                job.redelivered = true;
+            }
             let Some(outcomes) = self.write(&batch.jobs, &[], stop).await else {
                 anyhow::bail!("stopped while taking over");
             };
@@ -197,10 +202,17 @@ impl Worker {
         let mut jobs = Vec::with_capacity(batch.len());
         let mut held = Vec::with_capacity(batch.len());
         for msg in batch {
-            let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+            let (stream_seq, delivered) = msg
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered))
+                .unwrap_or_default();
             match serde_json::from_slice::<Job>(&msg.payload) {
                 Ok(job) => {
-                    jobs.push(StreamJob { job, stream_seq });
+                    jobs.push(StreamJob {
+                        job,
+                        stream_seq,
+                        redelivered: delivered > 1,
+                    });
                     held.push(msg);
                 }
                 Err(err) => {
@@ -218,7 +230,8 @@ impl Worker {
             return;
         };
         if let Err(err) = events::publish(&self.client, &self.subjects, &outcomes).await {
-            // Unacked, the batch comes back; its rows are already there.
+            // Unacked, the batch comes back; its rows are already there,
+            // and its messages' events are published then.
             tracing::warn!(error = %err, "publishing events failed; the batch will be redelivered");
             return;
         }

@@ -28,6 +28,7 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
                 },
             );
             ev.temp_id = Some(message.temp_id);
+            ev.seq = Some(message.seq);
             (ev, None)
         }
         Outcome::Joined {

@@ -90,6 +90,7 @@ impl RangeReader {
                 Ok(job) => batch.jobs.push(StreamJob {
                     job,
                     stream_seq: seq,
+                    redelivered: false,
                 }),
                 Err(err) => {
                     batch.unreadable += 1;

@@ -26,13 +26,17 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 pub struct Positioned<'a> {
     pub job: &'a NewMessage,
     pub stream_seq: u64,
+    /// See [`crate::apply::StreamJob::redelivered`].
+    pub redelivered: bool,
 }
 
 /// Inserts a run of new messages, giving each the next `seq` of its room in
 /// the order given. Messages already stored (a redelivery, a replay, a late
 /// retry with the same `client_id`) are skipped and get no new `seq`.
 ///
-/// Returns the messages it stored, in the order given.
+/// Returns the messages whose events are to be published: those stored
+/// now, in the order given, after those of redelivered jobs found stored
+/// already, in `seq` order (their seqs are the lower ones).
 ///
 /// # Errors
 /// Any database error; the caller's transaction is then rolled back.
@@ -49,6 +53,17 @@ pub async fn insert_messages(
             .into_iter()
             .collect();
 
+    let told_again: Vec<Uuid> = batch
+        .iter()
+        .filter(|m| m.redelivered && existing.contains(&m.job.id))
+        .map(|m| m.job.id)
+        .collect();
+    let mut stored = if told_again.is_empty() {
+        Vec::new()
+    } else {
+        messages_by_id(tx, &told_again).await?
+    };
+
     // New messages in order, without duplicates inside the batch either.
     let mut seen = HashSet::with_capacity(batch.len());
     let fresh: Vec<&Positioned<'_>> = batch
@@ -56,7 +71,7 @@ pub async fn insert_messages(
         .filter(|m| !existing.contains(&m.job.id) && seen.insert(m.job.id))
         .collect();
     if fresh.is_empty() {
-        return Ok(Vec::new());
+        return Ok(stored);
     }
 
     let next_seq = reserve_seqs(tx, &fresh).await?;
@@ -112,11 +127,26 @@ pub async fn insert_messages(
     .execute(&mut *tx)
     .await?;
 
-    Ok(fresh
-        .iter()
-        .zip(seqs)
-        .map(|(m, seq)| stored_message(m.job, seq))
-        .collect())
+    stored.extend(
+        fresh
+            .iter()
+            .zip(seqs)
+            .map(|(m, seq)| stored_message(m.job, seq)),
+    );
+    Ok(stored)
+}
+
+/// Stored messages by id, each room's in `seq` order.
+async fn messages_by_id(tx: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Message>, sqlx::Error> {
+    let rows: Vec<MessageRow> = sqlx::query_as(
+        "SELECT id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
+                attachments, temp_id, client_id, created_at, edited_at, deleted_at
+           FROM messages WHERE id = ANY($1) ORDER BY room_id, seq",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(Message::from).collect())
 }
 
 /// Moves each room's `last_seq` forward by its number of new messages in

@@ -18,6 +18,9 @@ pub const USER_HEADER: &str = "Chat-User";
 /// The `temp_id` of a `message:persisted`, so the sender's gateway can hold
 /// the event until the sender has its ack.
 pub const TEMP_ID_HEADER: &str = "Chat-Temp-Id";
+/// The `seq` of a `message:persisted`: a gateway delivers each room's
+/// messages once, although a persister may publish one again.
+pub const SEQ_HEADER: &str = "Chat-Seq";
 
 /// One event for the members of a room.
 #[derive(Clone, Debug)]
@@ -27,6 +30,7 @@ pub struct RoomEvent {
     pub skip_user: Option<Uuid>,
     pub user: Option<Uuid>,
     pub temp_id: Option<Uuid>,
+    pub seq: Option<i64>,
     /// The complete server → client frame.
     pub frame: Bytes,
 }
@@ -40,6 +44,7 @@ impl RoomEvent {
             skip_user: None,
             user: None,
             temp_id: None,
+            seq: None,
             frame: crate::protocol::ServerFrame::new(kind, data)
                 .to_json()
                 .into(),
@@ -75,6 +80,9 @@ impl RoomEvent {
         if let Some(t) = self.temp_id {
             h.insert(TEMP_ID_HEADER, t.to_string().as_str());
         }
+        if let Some(s) = self.seq {
+            h.insert(SEQ_HEADER, s.to_string().as_str());
+        }
         h
     }
 
@@ -89,6 +97,9 @@ impl RoomEvent {
             skip_user: uuid(SKIP_USER_HEADER),
             user: uuid(USER_HEADER),
             temp_id: uuid(TEMP_ID_HEADER),
+            seq: headers
+                .get(SEQ_HEADER)
+                .and_then(|v| v.as_str().parse().ok()),
             frame: msg.payload.clone(),
         })
     }

@@ -291,3 +291,90 @@ async fn a_gateway_killed_while_clients_send_loses_nothing_it_acked() {
         "seq without gaps"
     );
 }
+
+/// A persister killed after its commit and before its events: the message
+/// is stored, and no one was told. The next persister publishes the event
+/// of what it finds written, so the members still connected see the
+/// message without reconnecting — once, although the job is redelivered
+/// again later.
+#[tokio::test]
+async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
+    let mut stack = Stack::two_gateways().await;
+    let mut ann = stack.connect_to(0, "Ann").await;
+    let mut bob = stack.connect_to(1, "Bob").await;
+    ann.join("wake").await;
+    bob.join("wake").await;
+    let t = ann.say("wake", "first").await;
+    ann.persisted(&t).await;
+    bob.persisted(&t).await;
+
+    // Commits of new messages now take 4 s: time to kill the persister
+    // after its transaction has reached COMMIT. PostgreSQL finishes the
+    // commit without its client.
+    let pool = stack.db.pool().await;
+    for sql in [
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN PERFORM pg_sleep(4); RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.expect("slow commits");
+    }
+    let t = ann.say("wake", "second").await;
+    e2e::eventually("the persister to be committing", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    stack.persisters.remove(0).process.kill().await;
+    e2e::eventually("the killed persister's commit to finish", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE text = 'second'")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    sqlx::query("DROP TRIGGER slow_commit ON messages")
+        .execute(&pool)
+        .await
+        .expect("commits as before");
+    ann.expect_no("message:persisted", Duration::from_secs(1))
+        .await;
+
+    // The next persister takes the partition over once the dead one's
+    // lease has expired.
+    stack.add_persister().await;
+    for member in [&mut ann, &mut bob] {
+        let m = member
+            .find_within(Duration::from_secs(40), "the stored message's event", |v| {
+                v["type"] == "message:persisted" && v["data"]["temp_id"] == t
+            })
+            .await;
+        assert_eq!(m["data"]["message"]["seq"], 2, "{m}");
+    }
+    // The job comes back once more from the consumer (it was never acked):
+    // the gateways have delivered its event already and drop it.
+    let gateway = stack.gateways[1].url.clone();
+    e2e::eventually_within(
+        Duration::from_secs(30),
+        "the redelivered job's event to be dropped",
+        || async {
+            let n = e2e::metric(&gateway, "gateway_events_repeated_total").await?;
+            (n >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let t3 = ann.say("wake", "third").await;
+    for member in [&mut ann, &mut bob] {
+        let next = member.expect_event("message:persisted").await;
+        assert_eq!(next["data"]["temp_id"], t3.as_str(), "told twice: {next}");
+        assert_eq!(next["data"]["message"]["seq"], 3, "{next}");
+    }
+}
