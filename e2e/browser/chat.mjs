@@ -136,6 +136,8 @@ try {
   }
   await shot(ann, 'caught-up');
   await shot(bob, 'caught-up-phone');
+  // Presence is told afresh on every connection: Bob is online again.
+  await direct.getByRole('img', { name: 'online' }).waitFor();
 
   // When Bob's tab closes, the dot of Ann's direct room with him turns to
   // offline.
