@@ -75,7 +75,7 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
             outcomes.extend(stored.into_iter().map(Outcome::Persisted));
             run.clear();
         }
-        if let Some(outcome) = apply_one(&mut tx, &item.job).await? {
+        if let Some(outcome) = apply_one(&mut tx, item).await? {
             outcomes.push(outcome);
         }
     }
@@ -88,9 +88,15 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
 }
 
 /// Applies a job other than a message; `None` when it changed nothing
-/// (a repeat, a refused change).
-async fn apply_one(tx: &mut sqlx::PgConnection, job: &Job) -> Result<Option<Outcome>, sqlx::Error> {
-    let outcome = match job {
+/// (a repeat, a refused change). A redelivered edit or delete found applied
+/// already is told again, as a message is; membership changes are not (a
+/// second "joined" would show), their members see them in the room list.
+async fn apply_one(
+    tx: &mut sqlx::PgConnection,
+    item: &StreamJob,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    let again = item.redelivered;
+    let outcome = match &item.job {
         Job::Message(_) => None,
         Job::Join(m) => store::join(tx, m).await?.then(|| Outcome::Joined {
             room: m.room.clone(),
@@ -117,11 +123,19 @@ async fn apply_one(tx: &mut sqlx::PgConnection, job: &Job) -> Result<Option<Outc
             user: r.user.clone(),
             role: r.role,
         }),
-        Job::Edit(e) => store::edit(tx, e).await?.map(Outcome::Edited),
-        Job::Delete(d) => store::delete(tx, d).await?.then(|| Outcome::Deleted {
-            room: d.room.clone(),
-            id: d.id,
-        }),
+        Job::Edit(e) => match store::edit(tx, e).await? {
+            Some(m) => Some(Outcome::Edited(m)),
+            None if again => store::edited_by(tx, e).await?.map(Outcome::Edited),
+            None => None,
+        },
+        Job::Delete(d) => {
+            let deleted =
+                store::delete(tx, d).await? || (again && store::deleted_by(tx, d).await?);
+            deleted.then(|| Outcome::Deleted {
+                room: d.room.clone(),
+                id: d.id,
+            })
+        }
         Job::Read(r) => {
             store::mark_read(tx, r).await?;
             None

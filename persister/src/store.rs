@@ -403,6 +403,44 @@ pub async fn edit(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sq
     Ok(row.map(Message::from))
 }
 
+/// The message as `e` left it, if `e` is its latest edit (a redelivered
+/// edit, applied already).
+///
+/// # Errors
+/// Any database error.
+pub async fn edited_by(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sqlx::Error> {
+    let row: Option<MessageRow> = sqlx::query_as(
+        "SELECT id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
+                attachments, temp_id, client_id, created_at, edited_at, deleted_at
+           FROM messages
+          WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND edited_at = $4
+            AND deleted_at IS NULL",
+    )
+    .bind(e.id)
+    .bind(&e.room)
+    .bind(e.by.id)
+    .bind(e.at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(Message::from))
+}
+
+/// Whether `d` is what deleted the message (a redelivered delete, applied
+/// already).
+///
+/// # Errors
+/// Any database error.
+pub async fn deleted_by(tx: &mut PgConnection, d: &Deletion) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND room_id = $2 AND deleted_at = $3)",
+    )
+    .bind(d.id)
+    .bind(&d.room)
+    .bind(d.at)
+    .fetch_one(&mut *tx)
+    .await
+}
+
 /// Deletes a message for its sender, or for the room's owner or an admin:
 /// the row stays (id and seq), its text and attachments go. Returns whether
 /// it was deleted now.

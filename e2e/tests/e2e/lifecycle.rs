@@ -295,11 +295,11 @@ async fn a_gateway_killed_while_clients_send_loses_nothing_it_acked() {
     );
 }
 
-/// A persister killed after its commit and before its events: the message
+/// A persister killed after its commit and before its events: the change
 /// is stored, and no one was told. The next persister publishes the event
-/// of what it finds written, so the members still connected see the
-/// message without reconnecting — once, although the job is redelivered
-/// again later.
+/// of what it finds written, so the members still connected see it without
+/// reconnecting — once, although the job is redelivered again later. For a
+/// new message, and for an edit.
 #[tokio::test]
 async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
     let mut stack = Stack::two_gateways().await;
@@ -310,50 +310,22 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
     let t = ann.say("wake", "first").await;
     ann.persisted(&t).await;
     bob.persisted(&t).await;
-
-    // Commits of new messages now take 4 s: time to kill the persister
-    // after its transaction has reached COMMIT. PostgreSQL finishes the
-    // commit without its client.
     let pool = stack.db.pool().await;
-    for sql in [
-        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
-           AS $$ BEGIN PERFORM pg_sleep(4); RETURN NULL; END $$",
-        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages
-           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
-    ] {
-        sqlx::query(sql).execute(&pool).await.expect("slow commits");
-    }
+
+    slow_commits(&pool, "INSERT").await;
     let t = ann.say("wake", "second").await;
-    e2e::eventually("the persister to be committing", || async {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event = 'PgSleep'",
-        )
-        .fetch_one(&pool)
-        .await
-        .ok()?;
-        (n > 0).then_some(())
-    })
+    kill_the_committing_persister(
+        &mut stack,
+        &pool,
+        "SELECT count(*) FROM messages WHERE text = 'second'",
+    )
     .await;
-    stack.persisters.remove(0).process.kill().await;
-    e2e::eventually("the killed persister's commit to finish", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE text = 'second'")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
-    sqlx::query("DROP TRIGGER slow_commit ON messages")
-        .execute(&pool)
-        .await
-        .expect("commits as before");
     ann.expect_no("message:persisted", Duration::from_secs(1))
         .await;
-
+    stack.add_persister().await;
     // The next persister takes the partition over once the dead one's
     // lease has expired.
-    stack.add_persister().await;
+    let mut id = serde_json::Value::Null;
     for member in [&mut ann, &mut bob] {
         let m = member
             .find_within(Duration::from_secs(40), "the stored message's event", |v| {
@@ -361,6 +333,7 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
             })
             .await;
         assert_eq!(m["data"]["message"]["seq"], 2, "{m}");
+        id = m["data"]["message"]["id"].clone();
     }
     // The job comes back once more from the consumer (it was never acked):
     // the gateways have delivered its event already and drop it.
@@ -380,4 +353,83 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
         assert_eq!(next["data"]["temp_id"], t3.as_str(), "told twice: {next}");
         assert_eq!(next["data"]["message"]["seq"], 3, "{next}");
     }
+
+    // The same for an edit.
+    slow_commits(&pool, "UPDATE").await;
+    ann.ok(
+        "message:edit",
+        json!({"room": "wake", "id": id, "text": "second, edited"}),
+    )
+    .await;
+    kill_the_committing_persister(
+        &mut stack,
+        &pool,
+        "SELECT count(*) FROM messages WHERE text = 'second, edited'",
+    )
+    .await;
+    ann.expect_no("message:edited", Duration::from_secs(1))
+        .await;
+    stack.add_persister().await;
+    for member in [&mut ann, &mut bob] {
+        let m = member
+            .find_within(Duration::from_secs(40), "the stored edit's event", |v| {
+                v["type"] == "message:edited"
+            })
+            .await;
+        assert_eq!(m["data"]["message"]["text"], "second, edited", "{m}");
+    }
+}
+
+/// From now on, each commit that inserts (or updates) a message takes 4 s:
+/// time to kill the persister after its transaction has reached COMMIT.
+async fn slow_commits(pool: &sqlx::PgPool, op: &str) {
+    let trigger = match op {
+        "INSERT" => {
+            "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+        }
+        "UPDATE" => {
+            "CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON messages
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+        }
+        other => panic!("no slow commits for {other}"),
+    };
+    for sql in [
+        "CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN PERFORM pg_sleep(4); RETURN NULL; END $$",
+        trigger,
+    ] {
+        sqlx::query(sql).execute(pool).await.expect("slow commits");
+    }
+}
+
+/// Kills the persister while it commits; PostgreSQL finishes the commit
+/// without its client (`committed` counts 1 then). Commits are quick again
+/// afterwards.
+async fn kill_the_committing_persister(
+    stack: &mut Stack,
+    pool: &sqlx::PgPool,
+    committed: &'static str,
+) {
+    e2e::eventually("the persister to be committing", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    stack.persisters.remove(0).process.kill().await;
+    e2e::eventually("the killed persister's commit to finish", || async {
+        let n: i64 = sqlx::query_scalar(committed).fetch_one(pool).await.ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    sqlx::query("DROP TRIGGER slow_commit ON messages")
+        .execute(pool)
+        .await
+        .expect("commits as before");
 }
