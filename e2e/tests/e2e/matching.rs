@@ -61,7 +61,11 @@ async fn a_user_is_never_matched_with_themselves_and_cancel_or_disconnect_leaves
         .await;
     // Bob disconnects: Cat waits too, and is matched with Dan, not Bob.
     drop(bob);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pool = pool_of(&stack).await;
+    e2e::eventually("Bob's gateway to take him out of the pool", || async {
+        matches!(pool.get("waiting").await, Ok(None)).then_some(())
+    })
+    .await;
     let mut cat = stack.connect_to(0, "Cat").await;
     cat.ok("match:random", json!({})).await;
     cat.expect_no("match:found", Duration::from_millis(500))
@@ -74,4 +78,15 @@ async fn a_user_is_never_matched_with_themselves_and_cancel_or_disconnect_leaves
     cat.ok("match:random", json!({})).await;
     dan.ok("match:random", json!({})).await;
     assert_eq!(found(&mut cat).await["peer"]["name"], "Dan");
+}
+
+/// The matching pool: one key in a bucket named after the stream.
+async fn pool_of(stack: &Stack) -> async_nats::jetstream::kv::Store {
+    let client = async_nats::connect(e2e::nats_url())
+        .await
+        .expect("NATS is up");
+    async_nats::jetstream::new(client)
+        .get_key_value(format!("{}_match", stack.config.stream))
+        .await
+        .expect("the matching bucket exists")
 }
