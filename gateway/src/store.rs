@@ -64,18 +64,22 @@ pub async fn message_room(pool: &PgPool, id: Uuid) -> Result<Option<String>, sql
 }
 
 /// The page nearest `after`, read forward.
-const HISTORY_ASC: &str = "SELECT id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
-        attachments, temp_id, client_id, created_at, edited_at, deleted_at
-   FROM messages
-  WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
-  ORDER BY seq ASC LIMIT $4";
+const HISTORY_ASC: &str = concat!(
+    "SELECT ",
+    shared::message_columns!(),
+    " FROM messages
+      WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
+      ORDER BY seq ASC LIMIT $4"
+);
 
 /// The page nearest `before` (or the end), read backward.
-const HISTORY_DESC: &str = "SELECT id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
-        attachments, temp_id, client_id, created_at, edited_at, deleted_at
-   FROM messages
-  WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
-  ORDER BY seq DESC LIMIT $4";
+const HISTORY_DESC: &str = concat!(
+    "SELECT ",
+    shared::message_columns!(),
+    " FROM messages
+      WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
+      ORDER BY seq DESC LIMIT $4"
+);
 
 /// A page of history in ascending `seq`: after `after` (the first `limit`
 /// after it), before `before` (the last `limit` before it), both (the first

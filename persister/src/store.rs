@@ -138,11 +138,11 @@ pub async fn insert_messages(
 
 /// Stored messages by id, each room's in `seq` order.
 async fn messages_by_id(tx: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Message>, sqlx::Error> {
-    let rows: Vec<MessageRow> = sqlx::query_as(
-        "SELECT id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
-                attachments, temp_id, client_id, created_at, edited_at, deleted_at
-           FROM messages WHERE id = ANY($1) ORDER BY room_id, seq",
-    )
+    let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        shared::message_columns!(),
+        " FROM messages WHERE id = ANY($1) ORDER BY room_id, seq"
+    ))
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
@@ -386,13 +386,13 @@ pub async fn set_role(tx: &mut PgConnection, r: &RoleChange) -> Result<bool, sql
 /// # Errors
 /// Any database error.
 pub async fn edit(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sqlx::Error> {
-    let row: Option<MessageRow> = sqlx::query_as(
+    let row: Option<MessageRow> = sqlx::query_as(concat!(
         "UPDATE messages SET text = $4, edited_at = $5
-          WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND deleted_at IS NULL
-            AND (edited_at IS NULL OR edited_at < $5)
-          RETURNING id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
-                    attachments, temp_id, client_id, created_at, edited_at, deleted_at",
-    )
+              WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND deleted_at IS NULL
+                AND (edited_at IS NULL OR edited_at < $5)
+              RETURNING ",
+        shared::message_columns!()
+    ))
     .bind(e.id)
     .bind(&e.room)
     .bind(e.by.id)
@@ -409,13 +409,13 @@ pub async fn edit(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sq
 /// # Errors
 /// Any database error.
 pub async fn edited_by(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sqlx::Error> {
-    let row: Option<MessageRow> = sqlx::query_as(
-        "SELECT id, seq, room_id, sender_id, sender_name, kind, text, reply_to,
-                attachments, temp_id, client_id, created_at, edited_at, deleted_at
-           FROM messages
-          WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND edited_at = $4
-            AND deleted_at IS NULL",
-    )
+    let row: Option<MessageRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        shared::message_columns!(),
+        " FROM messages
+               WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND edited_at = $4
+                 AND deleted_at IS NULL"
+    ))
     .bind(e.id)
     .bind(&e.room)
     .bind(e.by.id)

@@ -5,9 +5,17 @@ use uuid::Uuid;
 
 use crate::protocol::{Attachment, Message, MessageKind, User};
 
-/// A `messages` row as selected by `SELECT id, seq, room_id, sender_id,
-/// sender_name, kind, text, reply_to, attachments, temp_id, client_id,
-/// created_at, edited_at, deleted_at`.
+/// The columns of a [`MessageRow`], as a literal for `concat!` (the
+/// database driver takes only `'static` SQL).
+#[macro_export]
+macro_rules! message_columns {
+    () => {
+        "id, seq, room_id, sender_id, sender_name, kind, text, reply_to, \
+         attachments, temp_id, client_id, created_at, edited_at, deleted_at"
+    };
+}
+
+/// A `messages` row as selected with [`message_columns!`].
 #[derive(sqlx::FromRow)]
 pub struct MessageRow {
     pub id: Uuid,

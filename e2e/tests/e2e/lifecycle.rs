@@ -314,27 +314,23 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
 
     slow_commits(&pool, "INSERT").await;
     let t = ann.say("wake", "second").await;
-    kill_the_committing_persister(
+    replace_the_persister_mid_commit(
         &mut stack,
         &pool,
         "SELECT count(*) FROM messages WHERE text = 'second'",
+        (&mut ann, "message:persisted"),
     )
     .await;
-    ann.expect_no("message:persisted", Duration::from_secs(1))
-        .await;
-    stack.add_persister().await;
     // The next persister takes the partition over once the dead one's
     // lease has expired.
-    let mut id = serde_json::Value::Null;
-    for member in [&mut ann, &mut bob] {
-        let m = member
-            .find_within(Duration::from_secs(40), "the stored message's event", |v| {
-                v["type"] == "message:persisted" && v["data"]["temp_id"] == t
-            })
-            .await;
+    let told = each_gets([&mut ann, &mut bob], "the stored message's event", |v| {
+        v["type"] == "message:persisted" && v["data"]["temp_id"] == t
+    })
+    .await;
+    for m in &told {
         assert_eq!(m["data"]["message"]["seq"], 2, "{m}");
-        id = m["data"]["message"]["id"].clone();
     }
+    let id = told[0]["data"]["message"]["id"].clone();
     // The job comes back once more from the consumer (it was never acked):
     // the gateways have delivered its event already and drop it.
     let gateway = stack.gateways[1].url.clone();
@@ -361,23 +357,37 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
         json!({"room": "wake", "id": id, "text": "second, edited"}),
     )
     .await;
-    kill_the_committing_persister(
+    replace_the_persister_mid_commit(
         &mut stack,
         &pool,
         "SELECT count(*) FROM messages WHERE text = 'second, edited'",
+        (&mut ann, "message:edited"),
     )
     .await;
-    ann.expect_no("message:edited", Duration::from_secs(1))
-        .await;
-    stack.add_persister().await;
-    for member in [&mut ann, &mut bob] {
-        let m = member
-            .find_within(Duration::from_secs(40), "the stored edit's event", |v| {
-                v["type"] == "message:edited"
-            })
-            .await;
+    let told = each_gets([&mut ann, &mut bob], "the stored edit's event", |v| {
+        v["type"] == "message:edited"
+    })
+    .await;
+    for m in &told {
         assert_eq!(m["data"]["message"]["text"], "second, edited", "{m}");
     }
+}
+
+/// The first frame matching `pred` at each member, within 40 s.
+async fn each_gets(
+    members: [&mut WsClient; 2],
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    for member in members {
+        got.push(
+            member
+                .find_within(Duration::from_secs(40), what, &pred)
+                .await,
+        );
+    }
+    got
 }
 
 /// From now on, each commit that inserts (or updates) a message takes 4 s:
@@ -404,12 +414,14 @@ async fn slow_commits(pool: &sqlx::PgPool, op: &str) {
 }
 
 /// Kills the persister while it commits; PostgreSQL finishes the commit
-/// without its client (`committed` counts 1 then). Commits are quick again
-/// afterwards.
-async fn kill_the_committing_persister(
+/// without its client (`committed` counts 1 then), and the member does not
+/// hear of it (`unseen`). Then commits are quick again, and a new persister
+/// starts.
+async fn replace_the_persister_mid_commit(
     stack: &mut Stack,
     pool: &sqlx::PgPool,
     committed: &'static str,
+    (member, unseen): (&mut WsClient, &str),
 ) {
     e2e::eventually("the persister to be committing", || async {
         let n: i64 = sqlx::query_scalar(
@@ -432,4 +444,6 @@ async fn kill_the_committing_persister(
         .execute(pool)
         .await
         .expect("commits as before");
+    member.expect_no(unseen, Duration::from_secs(1)).await;
+    stack.add_persister().await;
 }
