@@ -63,23 +63,27 @@ pub async fn message_room(pool: &PgPool, id: Uuid) -> Result<Option<String>, sql
         .await
 }
 
+/// A page of a room's history in the given order of `seq`, between two
+/// optional bounds.
+macro_rules! history_page {
+    ($order:literal) => {
+        concat!(
+            "SELECT ",
+            shared::message_columns!(),
+            " FROM messages
+               WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
+               ORDER BY seq ",
+            $order,
+            " LIMIT $4"
+        )
+    };
+}
+
 /// The page nearest `after`, read forward.
-const HISTORY_ASC: &str = concat!(
-    "SELECT ",
-    shared::message_columns!(),
-    " FROM messages
-      WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
-      ORDER BY seq ASC LIMIT $4"
-);
+const HISTORY_ASC: &str = history_page!("ASC");
 
 /// The page nearest `before` (or the end), read backward.
-const HISTORY_DESC: &str = concat!(
-    "SELECT ",
-    shared::message_columns!(),
-    " FROM messages
-      WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
-      ORDER BY seq DESC LIMIT $4"
-);
+const HISTORY_DESC: &str = history_page!("DESC");
 
 /// A page of history in ascending `seq`: after `after` (the first `limit`
 /// after it), before `before` (the last `limit` before it), both (the first
