@@ -209,10 +209,23 @@ struct Room {
     conns: HashMap<ConnId, Conn>,
     /// The highest `seq` delivered here: a message whose event a persister
     /// publishes again (it died, or failed, before it could ack) reaches
-    /// each connection once.
+    /// each connection once. Only repeats are checked against it, so a
+    /// room whose seqs start again (a database rebuilt from nothing) is
+    /// never silenced.
     last_seq: AtomicI64,
     /// Aborts the room's subscription task when the room is dropped.
     subscription: Option<AbortOnDrop>,
+}
+
+impl Room {
+    /// Whether the room's connections are to get `event`: not if it is a
+    /// message told again that was delivered here already. (One
+    /// subscription task per room delivers its events, one by one.)
+    fn admits(&self, event: &RoomEvent) -> bool {
+        let Some(seq) = event.seq else { return true };
+        let delivered = self.last_seq.fetch_max(seq, Ordering::Relaxed) >= seq;
+        !(event.repeat && delivered)
+    }
 }
 
 struct LocalUser {
@@ -551,12 +564,9 @@ impl Hub {
         let Some(entry) = inner.rooms.get(room) else {
             return;
         };
-        // One subscription task per room delivers its events, one by one.
-        if let Some(seq) = event.seq {
-            if entry.last_seq.fetch_max(seq, Ordering::Relaxed) >= seq {
-                metrics::counter!("gateway_events_repeated_total").increment(1);
-                return;
-            }
+        if !entry.admits(event) {
+            metrics::counter!("gateway_events_repeated_total").increment(1);
+            return;
         }
         let mut n = 0u64;
         let ephemeral = is_ephemeral(&event.kind);
@@ -636,6 +646,28 @@ mod tests {
 
     fn drain(rx: &mut mpsc::Receiver<Frame>) -> Vec<Frame> {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_message_told_again_is_delivered_once_and_fresh_ones_always() {
+        let room = Room::default();
+        let message = |seq: i64, repeat: bool| {
+            let mut ev = RoomEvent::new("message:persisted", "r", serde_json::json!({}));
+            ev.seq = Some(seq);
+            ev.repeat = repeat;
+            ev
+        };
+        assert!(room.admits(&message(1, false)));
+        assert!(room.admits(&message(2, false)));
+        assert!(!room.admits(&message(1, true)), "delivered already");
+        assert!(!room.admits(&message(2, true)), "delivered already");
+        assert!(room.admits(&message(3, true)), "missed: told now");
+        assert!(
+            room.admits(&message(1, false)),
+            "seqs that start again (a database rebuilt from nothing) still go out"
+        );
+        let typing = RoomEvent::new("typing:start", "r", serde_json::json!({}));
+        assert!(room.admits(&typing));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct StreamJob {
 #[derive(Debug)]
 pub enum Outcome {
     Persisted(Message),
+    /// A message stored before, by a persister that may have died or failed
+    /// before publishing its event: published again, marked as a repeat.
+    Retold(Message),
     /// A user became a member. A user who joined by themselves learns it
     /// from their ack (`by_self`); an invited one from this event.
     Joined {
@@ -71,8 +74,7 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
             continue;
         }
         if !run.is_empty() {
-            let stored = store::insert_messages(&mut tx, &run).await?;
-            outcomes.extend(stored.into_iter().map(Outcome::Persisted));
+            write_run(&mut tx, &run, &mut outcomes).await?;
             run.clear();
         }
         if let Some(outcome) = apply_one(&mut tx, item).await? {
@@ -80,11 +82,22 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
         }
     }
     if !run.is_empty() {
-        let stored = store::insert_messages(&mut tx, &run).await?;
-        outcomes.extend(stored.into_iter().map(Outcome::Persisted));
+        write_run(&mut tx, &run, &mut outcomes).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// Writes a run of consecutive messages in one insert.
+async fn write_run(
+    tx: &mut sqlx::PgConnection,
+    run: &[Positioned<'_>],
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), sqlx::Error> {
+    let written = store::insert_messages(tx, run).await?;
+    outcomes.extend(written.before.into_iter().map(Outcome::Retold));
+    outcomes.extend(written.now.into_iter().map(Outcome::Persisted));
+    Ok(())
 }
 
 /// Applies a job other than a message; `None` when it changed nothing

@@ -18,7 +18,7 @@ use crate::apply::Outcome;
 /// admin) or from the ack (a joiner), exactly once either way.
 pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
     match outcome {
-        Outcome::Persisted(message) => {
+        Outcome::Persisted(message) | Outcome::Retold(message) => {
             let mut ev = RoomEvent::new(
                 event::MESSAGE_PERSISTED,
                 &message.room,
@@ -29,6 +29,7 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             );
             ev.temp_id = Some(message.temp_id);
             ev.seq = Some(message.seq);
+            ev.repeat = matches!(outcome, Outcome::Retold(_));
             (ev, None)
         }
         Outcome::Joined {

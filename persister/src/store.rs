@@ -30,20 +30,26 @@ pub struct Positioned<'a> {
     pub redelivered: bool,
 }
 
+/// The messages of a run whose events are to be published.
+pub struct Written {
+    /// Those of redelivered jobs, found stored already: their events may
+    /// never have been published. Each room's in `seq` order; their seqs
+    /// are below those of `now`.
+    pub before: Vec<Message>,
+    /// Those stored now, in the order given.
+    pub now: Vec<Message>,
+}
+
 /// Inserts a run of new messages, giving each the next `seq` of its room in
 /// the order given. Messages already stored (a redelivery, a replay, a late
 /// retry with the same `client_id`) are skipped and get no new `seq`.
-///
-/// Returns the messages whose events are to be published: those stored
-/// now, in the order given, after those of redelivered jobs found stored
-/// already, in `seq` order (their seqs are the lower ones).
 ///
 /// # Errors
 /// Any database error; the caller's transaction is then rolled back.
 pub async fn insert_messages(
     tx: &mut PgConnection,
     batch: &[Positioned<'_>],
-) -> Result<Vec<Message>, sqlx::Error> {
+) -> Result<Written, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|m| m.job.id).collect();
     let existing: HashSet<Uuid> =
         sqlx::query_scalar::<_, Uuid>("SELECT id FROM messages WHERE id = ANY($1)")
@@ -58,7 +64,7 @@ pub async fn insert_messages(
         .filter(|m| m.redelivered && existing.contains(&m.job.id))
         .map(|m| m.job.id)
         .collect();
-    let mut stored = if told_again.is_empty() {
+    let before = if told_again.is_empty() {
         Vec::new()
     } else {
         messages_by_id(tx, &told_again).await?
@@ -71,7 +77,10 @@ pub async fn insert_messages(
         .filter(|m| !existing.contains(&m.job.id) && seen.insert(m.job.id))
         .collect();
     if fresh.is_empty() {
-        return Ok(stored);
+        return Ok(Written {
+            before,
+            now: Vec::new(),
+        });
     }
 
     let next_seq = reserve_seqs(tx, &fresh).await?;
@@ -127,13 +136,12 @@ pub async fn insert_messages(
     .execute(&mut *tx)
     .await?;
 
-    stored.extend(
-        fresh
-            .iter()
-            .zip(seqs)
-            .map(|(m, seq)| stored_message(m.job, seq)),
-    );
-    Ok(stored)
+    let now = fresh
+        .iter()
+        .zip(seqs)
+        .map(|(m, seq)| stored_message(m.job, seq))
+        .collect();
+    Ok(Written { before, now })
 }
 
 /// Stored messages by id, each room's in `seq` order.

@@ -18,9 +18,12 @@ pub const USER_HEADER: &str = "Chat-User";
 /// The `temp_id` of a `message:persisted`, so the sender's gateway can hold
 /// the event until the sender has its ack.
 pub const TEMP_ID_HEADER: &str = "Chat-Temp-Id";
-/// The `seq` of a `message:persisted`: a gateway delivers each room's
-/// messages once, although a persister may publish one again.
+/// The `seq` of a `message:persisted`.
 pub const SEQ_HEADER: &str = "Chat-Seq";
+/// Set on a `message:persisted` published again (its persister may have
+/// died before publishing it): a gateway that delivered that room's `seq`
+/// already drops it.
+pub const REPEAT_HEADER: &str = "Chat-Repeat";
 
 /// One event for the members of a room.
 #[derive(Clone, Debug)]
@@ -31,6 +34,7 @@ pub struct RoomEvent {
     pub user: Option<Uuid>,
     pub temp_id: Option<Uuid>,
     pub seq: Option<i64>,
+    pub repeat: bool,
     /// The complete server → client frame.
     pub frame: Bytes,
 }
@@ -45,6 +49,7 @@ impl RoomEvent {
             user: None,
             temp_id: None,
             seq: None,
+            repeat: false,
             frame: crate::protocol::ServerFrame::new(kind, data)
                 .to_json()
                 .into(),
@@ -83,6 +88,9 @@ impl RoomEvent {
         if let Some(s) = self.seq {
             h.insert(SEQ_HEADER, s.to_string().as_str());
         }
+        if self.repeat {
+            h.insert(REPEAT_HEADER, "1");
+        }
         h
     }
 
@@ -100,6 +108,7 @@ impl RoomEvent {
             seq: headers
                 .get(SEQ_HEADER)
                 .and_then(|v| v.as_str().parse().ok()),
+            repeat: headers.get(REPEAT_HEADER).is_some(),
             frame: msg.payload.clone(),
         })
     }
