@@ -359,6 +359,28 @@ impl Hub {
         self.read().users.contains_key(&user)
     }
 
+    /// The local users with a connection in any of `rooms`, found through
+    /// the rooms' own entries (not by walking every user here).
+    pub fn users_in(&self, rooms: &[String]) -> HashMap<Uuid, shared::protocol::User> {
+        let inner = self.read();
+        let mut users = HashMap::new();
+        for conn in rooms
+            .iter()
+            .filter_map(|r| inner.rooms.get(r))
+            .flat_map(|entry| entry.conns.values())
+        {
+            if let Some(local) = inner.users.get(&conn.user) {
+                users
+                    .entry(conn.user)
+                    .or_insert_with(|| shared::protocol::User {
+                        id: conn.user,
+                        name: local.name.clone(),
+                    });
+            }
+        }
+        users
+    }
+
     /// Every local user with their rooms.
     pub fn local_users(&self) -> Vec<(shared::protocol::User, Vec<String>)> {
         self.read()

@@ -150,13 +150,9 @@ impl Presence {
     /// The users other than `user` online in any of `rooms`, here or on
     /// another gateway.
     fn online_in(&self, user: Uuid, rooms: &[String]) -> HashMap<Uuid, User> {
+        let mut mates = self.hub.users_in(rooms);
+        mates.remove(&user);
         let rooms: HashSet<&String> = rooms.iter().collect();
-        let mut mates: HashMap<Uuid, User> = HashMap::new();
-        for (u, their_rooms) in self.hub.local_users() {
-            if u.id != user && their_rooms.iter().any(|r| rooms.contains(r)) {
-                mates.insert(u.id, u);
-            }
-        }
         for remote in self.remotes().values() {
             for e in remote.users.values() {
                 if e.user.id != user && e.rooms.iter().any(|r| rooms.contains(r)) {
