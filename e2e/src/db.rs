@@ -8,8 +8,9 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates an empty database named `chat_t_<random>`. The test script
-    /// drops leftovers of earlier runs.
+    /// Creates an empty database named `chat_t_<random>`, dropped again
+    /// when this is dropped, whether the test passed or panicked (the test
+    /// script also drops what a killed run left behind).
     pub async fn create() -> Self {
         let admin = crate::admin_database_url();
         let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
@@ -49,5 +50,33 @@ impl TestDb {
         PgPool::connect(&self.url())
             .await
             .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = crate::admin_database_url();
+        let name = self.name.clone();
+        // Drop may run inside the test's runtime, which cannot be blocked
+        // on: a thread with a runtime of its own does the work. FORCE ends
+        // the connections of processes not yet killed.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
     }
 }

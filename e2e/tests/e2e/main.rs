@@ -19,3 +19,4 @@ mod replay;
 mod rooms;
 mod scheduled;
 mod slow;
+mod upgrade;
