@@ -50,6 +50,7 @@ pub struct App {
     /// This gateway's id (presence, matching).
     pub id: uuid::Uuid,
     stream_ready: AtomicBool,
+    db: shared::db::Watch,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
     next_conn: AtomicU64,
 }
@@ -66,6 +67,7 @@ impl App {
         max_connections: usize,
     ) -> Self {
         let hub = Hub::new(client.clone(), subjects.clone());
+        let db = shared::db::Watch::start(pool.clone());
         Self {
             subjects,
             client,
@@ -80,6 +82,7 @@ impl App {
             sessions: TaskTracker::new(),
             id: uuid::Uuid::new_v4(),
             stream_ready: AtomicBool::new(false),
+            db,
             stream: tokio::sync::OnceCell::new(),
             next_conn: AtomicU64::new(1),
         }
@@ -111,13 +114,14 @@ impl App {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Why the gateway cannot serve right now, if it cannot.
-    pub async fn why_not_ready(&self) -> Option<&'static str> {
+    /// Why the gateway cannot serve right now, if it cannot. Answers at
+    /// once: nothing here waits on NATS or PostgreSQL.
+    pub fn why_not_ready(&self) -> Option<&'static str> {
         if !self.nats_connected() {
             Some("NATS is not connected")
         } else if !self.stream_ready.load(Ordering::Relaxed) {
             Some("the job stream is not ready")
-        } else if !shared::db::ping(&self.pool).await {
+        } else if !self.db.up() {
             Some("PostgreSQL does not answer")
         } else {
             None

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use shared::health::Readiness;
@@ -47,6 +46,8 @@ pub fn routes(
         .or(websocket(app.clone()))
         .or(post_message(app.clone()))
         .or(get_messages(app.clone()))
+        .or(join_room(app.clone()))
+        .or(leave_room(app.clone()))
         .or(list_rooms(app))
         .or(health)
         .recover(recover)
@@ -104,22 +105,16 @@ fn bearer(header: &str) -> Option<&str> {
 }
 
 /// A JSON body of at most [`BODY_LIMIT`] bytes, parsed by us so that every
-/// failure gets the contract's error.
+/// failure gets the contract's error; a larger one gets `413` whatever its
+/// size (see [`crate::body`]).
 fn json_body<T: for<'de> Deserialize<'de> + Send>(
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
-        .and_then(|len: Option<u64>| async move {
-            match len {
-                Some(n) if n > BODY_LIMIT => {
-                    Err(refuse(ApiError::too_large("body is over 64 KiB")))
-                }
-                _ => Ok(()),
-            }
-        })
-        .untuple_one()
-        .and(warp::body::content_length_limit(BODY_LIMIT))
-        .and(warp::body::bytes())
-        .and_then(|body: Bytes| async move {
+        .and(warp::body::stream())
+        .and_then(|len: Option<u64>, body| async move {
+            let body = crate::body::read(len, BODY_LIMIT, Box::pin(body))
+                .await
+                .map_err(|err| refuse(err.into()))?;
             let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
                 b"{}"
             } else {
@@ -269,6 +264,38 @@ fn get_messages(
         )
 }
 
+/// `POST /v1/rooms/{room}/join`: `room:join` over HTTP.
+fn join_room(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("join"))
+        .and(warp::post())
+        .and(authenticated(app.clone()))
+        .and(with_app(app))
+        .and_then(|room: String, user: User, app: Arc<App>| async move {
+            let ack = requests::join(&app, &user, &room).await.map_err(refuse)?;
+            Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
+        })
+}
+
+/// `POST /v1/rooms/{room}/leave`: `room:leave` over HTTP.
+fn leave_room(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("leave"))
+        .and(warp::post())
+        .and(authenticated(app.clone()))
+        .and(with_app(app))
+        .and_then(|room: String, user: User, app: Arc<App>| async move {
+            let ack = requests::leave(&app, &user, &room).await.map_err(refuse)?;
+            Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
+        })
+}
+
 /// `GET /v1/rooms`.
 fn list_rooms(
     app: Arc<App>,
@@ -313,7 +340,7 @@ struct Ready(Arc<App>);
 impl Readiness for Ready {
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
-            match self.0.why_not_ready().await {
+            match self.0.why_not_ready() {
                 Some(why) => Err(why.to_owned()),
                 None => Ok(()),
             }

@@ -331,7 +331,7 @@ impl Handler<'_> {
                 return Reply::Now(error_frame(None, &ApiError::bad_request(why)));
             }
         };
-        let reference = envelope.reference.as_deref();
+        let reference = envelope.reference();
         let answer = match self.check(text.len(), &envelope) {
             Ok(request) => self.dispatch(request, &envelope).await,
             Err(err) => Err(err),
@@ -364,16 +364,14 @@ impl Handler<'_> {
                 "too many frames; slow down",
             ));
         }
-        if let Some(r) = &env.reference {
+        env.check_reference()?;
+        if let Some(r) = env.reference() {
             shared::validate::reference(r)?;
         }
         if size > FRAME_LIMIT {
             return Err(ApiError::too_large("frame is over 64 KiB"));
         }
-        let kind = env
-            .kind
-            .as_deref()
-            .ok_or_else(|| ApiError::bad_request("missing \"type\""))?;
+        let kind = env.kind()?;
         RequestType::parse(kind)
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownType, format!("unknown type {kind:?}")))
     }

@@ -25,13 +25,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::Worker;
 
-/// A lease not renewed for this long is free.
-pub const TTL: Duration = Duration::from_secs(10);
-/// How often leases are renewed and the balance is looked at.
-const ROUND: Duration = Duration::from_secs(2);
-/// A holder that could not renew for this long stops writing: before
-/// [`TTL`], so two persisters never write one partition.
-const GIVE_UP: Duration = Duration::from_secs(7);
+/// A lease not renewed for this long is free: after a `kill -9`, the dead
+/// persister's partitions wait at most this long (plus one [`ROUND`]) for
+/// another to take them.
+pub const TTL: Duration = Duration::from_secs(4);
+/// How often leases are renewed and the balance is looked at: 16 small
+/// key-value writes a second for a persister holding every partition.
+const ROUND: Duration = Duration::from_millis(500);
+/// A holder that could not renew for this long stops writing: 1.5 s before
+/// [`TTL`] (three rounds of margin for the batch in hand to end and for
+/// the renewal's own round trip), so two persisters never write one
+/// partition.
+const GIVE_UP: Duration = Duration::from_millis(2_500);
+/// Persisters are counted every this many rounds (2 s); their own entry,
+/// renewed as often, stays well within [`TTL`].
+const COUNT_EVERY: u64 = 4;
 
 struct Held {
     revision: u64,
@@ -49,25 +57,45 @@ fn lease_key(p: u32) -> String {
 /// leases for the others at once.
 pub async fn run(worker: Worker, stop: CancellationToken) {
     let me = uuid::Uuid::new_v4().simple().to_string();
-    let Some(kv) = bucket(&worker, &stop).await else {
+    let Some(mut kv) = bucket(&worker, &stop).await else {
         return;
     };
+    // After losing touch with the bucket nothing new is claimed until
+    // every lease that could have been held then has expired: a NATS
+    // restart loses the bucket (it lives in memory), and a holder keeps
+    // writing until it fails to renew for GIVE_UP.
+    let mut claim_after = Instant::now();
     let mut held: HashMap<u32, Held> = HashMap::new();
     let mut tick = tokio::time::interval(ROUND);
+    let mut members = 1;
+    let mut round: u64 = 0;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let members = match announce_and_count(&kv, &me).await {
-            Ok(n) => n,
-            Err(err) => {
-                tracing::warn!(error = %err, "partition leases unreachable");
-                worker.state.set_consumer_ready(false);
-                drop_stale(&mut held);
-                continue;
-            }
-        };
+        // Counting persisters lists the bucket (a consumer on the server):
+        // every few rounds is enough to follow them coming and going.
+        if round.is_multiple_of(COUNT_EVERY) {
+            members = match announce_and_count(&kv, &me).await {
+                Ok(n) => n,
+                Err(err) => {
+                    tracing::warn!(error = %err, "partition leases unreachable");
+                    worker.state.set_consumer_ready(false);
+                    drop_stale(&mut held);
+                    claim_after = Instant::now() + TTL;
+                    if let Ok(again) = worker
+                        .js
+                        .create_or_update_key_value(bucket_config(&worker))
+                        .await
+                    {
+                        kv = again;
+                    }
+                    continue;
+                }
+            };
+        }
+        round += 1;
         renew(&kv, &me, &mut held).await;
         drop_stale(&mut held);
         let share = (PARTITIONS as usize).div_ceil(members.max(1));
@@ -75,8 +103,12 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
             let p = *held.keys().max().expect("more than share > 0 held");
             release(&kv, p, held.remove(&p).expect("just found")).await;
         }
-        claim(&kv, &me, &worker, &stop, share, &mut held).await;
-        worker.state.set_consumer_ready(true);
+        if Instant::now() >= claim_after {
+            claim(&kv, &me, &worker, &stop, share, &mut held).await;
+        }
+        // Ready means doing its work: writing its share. A persister
+        // waiting for a dead one's leases to expire is not.
+        worker.state.set_consumer_ready(held.len() >= share);
         metrics::gauge!("persister_partitions_held").set(held.len() as f64);
     }
     for (p, h) in held.drain() {
@@ -85,16 +117,20 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
     let _ = kv.delete(format!("member.{me}")).await;
 }
 
-/// The leases bucket, created on first use; waits for NATS.
-async fn bucket(worker: &Worker, stop: &CancellationToken) -> Option<kv::Store> {
-    let config = kv::Config {
+fn bucket_config(worker: &Worker) -> kv::Config {
+    kv::Config {
         bucket: worker.subjects.leases_bucket(),
         history: 1,
         max_age: TTL,
         storage: async_nats::jetstream::stream::StorageType::Memory,
         num_replicas: worker.replicas,
         ..Default::default()
-    };
+    }
+}
+
+/// The leases bucket, created on first use; waits for NATS.
+async fn bucket(worker: &Worker, stop: &CancellationToken) -> Option<kv::Store> {
+    let config = bucket_config(worker);
     loop {
         match worker.js.create_or_update_key_value(config.clone()).await {
             Ok(kv) => return Some(kv),

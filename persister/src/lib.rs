@@ -47,7 +47,7 @@ pub async fn run(
     let client = shared::nats::connect(&config.nats, "persister").await?;
     let js = shared::nats::jetstream(client.clone());
     let pool = db::pool(&config.db, Access::ReadWrite, "persister")?;
-    let state = State::new(client.clone());
+    let state = State::new(client.clone(), db::Watch::start(pool.clone()));
 
     let stop = CancellationToken::new();
     let http = {

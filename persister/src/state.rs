@@ -16,12 +16,15 @@ struct Flags {
     consumer_ready: AtomicBool,
     db_ok: AtomicBool,
     nats: std::sync::OnceLock<async_nats::Client>,
+    /// PostgreSQL answering pings, also while no batch is written.
+    db: std::sync::OnceLock<shared::db::Watch>,
 }
 
 impl State {
-    pub fn new(client: async_nats::Client) -> Self {
+    pub fn new(client: async_nats::Client, db: shared::db::Watch) -> Self {
         let state = Self::default();
         let _ = state.0.nats.set(client);
+        let _ = state.0.db.set(db);
         state.0.db_ok.store(true, Ordering::Relaxed);
         state
     }
@@ -44,12 +47,14 @@ impl State {
             .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
         if !nats_up {
             Some("NATS is not connected")
+        } else if !f.db.get().is_some_and(shared::db::Watch::up) {
+            Some("PostgreSQL does not answer")
         } else if !f.schema_ready.load(Ordering::Relaxed) {
             Some("waiting for PostgreSQL to create the schema")
         } else if !f.db_ok.load(Ordering::Relaxed) {
             Some("PostgreSQL is failing; retrying the batch in hand")
         } else if !f.consumer_ready.load(Ordering::Relaxed) {
-            Some("the job consumer is not ready")
+            Some("not writing its share of the partitions yet (waiting for leases to be released or to expire)")
         } else {
             None
         }

@@ -1,6 +1,8 @@
 //! PostgreSQL pools.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -43,4 +45,47 @@ pub fn pool(config: &DbConfig, access: Access, app: &str) -> anyhow::Result<PgPo
 /// True when PostgreSQL answers a trivial query.
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// How often [`Watch`] asks PostgreSQL, and how long one answer may take.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether PostgreSQL answered its last ping. A task asks every second,
+/// busy or idle, so `/readyz` follows the database going away and coming
+/// back, and answers from this flag at once instead of waiting on a pool
+/// that may take seconds to give up.
+#[derive(Clone)]
+pub struct Watch(Arc<AtomicBool>);
+
+impl Watch {
+    /// Starts watching; the task ends when the pool is closed.
+    pub fn start(pool: PgPool) -> Self {
+        let up = Arc::new(AtomicBool::new(false));
+        tokio::spawn({
+            let up = up.clone();
+            async move {
+                let mut tick = tokio::time::interval(WATCH_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !pool.is_closed() {
+                    tick.tick().await;
+                    let ok = tokio::time::timeout(WATCH_EVERY, ping(&pool))
+                        .await
+                        .unwrap_or(false);
+                    if up.swap(ok, Ordering::Relaxed) != ok {
+                        if ok {
+                            tracing::info!("PostgreSQL answers");
+                        } else {
+                            tracing::warn!("PostgreSQL does not answer");
+                        }
+                    }
+                }
+            }
+        });
+        Self(up)
+    }
+
+    /// Whether the last ping was answered.
+    pub fn up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }

@@ -193,14 +193,56 @@ pub struct Message {
 
 /// The outer shape of every client frame; `data` is parsed once `type` says
 /// what it should be.
+///
+/// `type` and `ref` are read leniently, so that a frame whose `type` is not
+/// a string still gets its error under its `ref`.
 #[derive(Debug, Deserialize)]
 pub struct Envelope<'a> {
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    kind: Option<Loose>,
     #[serde(rename = "ref")]
-    pub reference: Option<String>,
+    reference: Option<Loose>,
     #[serde(borrow)]
     pub data: Option<&'a RawValue>,
+}
+
+/// A field that should be a string, and may be anything.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Text(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Envelope<'_> {
+    /// The frame's `ref` when it is a string: what its reply carries.
+    pub fn reference(&self) -> Option<&str> {
+        match &self.reference {
+            Some(Loose::Text(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// # Errors
+    /// `bad_request` when `ref` is there but not a string.
+    pub fn check_reference(&self) -> Result<(), ApiError> {
+        match &self.reference {
+            Some(Loose::Other(_)) => Err(ApiError::bad_request("\"ref\" must be a string")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The frame's `type`.
+    ///
+    /// # Errors
+    /// `bad_request` when it is missing or not a string.
+    pub fn kind(&self) -> Result<&str, ApiError> {
+        match &self.kind {
+            Some(Loose::Text(k)) => Ok(k),
+            Some(Loose::Other(_)) => Err(ApiError::bad_request("\"type\" must be a string")),
+            None => Err(ApiError::bad_request("missing \"type\"")),
+        }
+    }
 }
 
 /// `room:join`, `room:leave`.

@@ -35,6 +35,25 @@ async fn bad_frames_get_bad_request_or_unknown_type_and_the_connection_stays_ope
         "bad_request",
         "binary frame"
     );
+    // A frame whose `ref` can be read gets it back, whatever else is wrong.
+    for (i, bad) in [
+        r#"{"type": 7, "ref": "t0", "data": {}}"#,
+        r#"{"type": null, "ref": "t1", "data": {}}"#,
+        r#"{"type": ["room:join"], "ref": "t2", "data": {}}"#,
+        r#"{"ref": "t3", "data": {}}"#,
+        r#"{"type": "room:join", "ref": "t4", "data": 5}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        ann.send_text(*bad);
+        let reply = ann.reply(&format!("t{i}")).await;
+        assert_eq!(reply["type"], "error", "{bad}");
+        assert_eq!(reply["data"]["code"], "bad_request", "{bad}");
+    }
+    ann.send_text(r#"{"type": "room:join", "ref": 7, "data": {"room": "errs"}}"#);
+    let e = next_error(&mut ann).await;
+    assert_eq!(e["code"], "bad_request", "a ref that is not a string: {e}");
 
     assert_eq!(ann.refused("message:fly", json!({})).await, "unknown_type");
     assert_eq!(
@@ -391,6 +410,30 @@ async fn rest_bodies_that_are_not_json_or_too_big_get_json_errors() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "too_large");
+    // Past warp's own limits too, with or without a declared length: the
+    // answer is a 413, never a reset connection.
+    for size in [2 << 20, 64 << 20] {
+        let resp = http()
+            .post(format!("{base}/v1/rooms/lobby/messages"))
+            .bearer_auth(&g.token)
+            .body(vec![b'x'; size])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("a {size}-byte body: {e}"));
+        assert_eq!(resp.status(), 413, "{size} bytes");
+        assert_eq!(resp.json::<Value>().await.unwrap()["code"], "too_large");
+        let chunks = futures::stream::iter(
+            (0..size / 65_536).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 65_536])),
+        );
+        let resp = http()
+            .post(format!("{base}/v1/auth/guest"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("a chunked {size}-byte body: {e}"));
+        assert_eq!(resp.status(), 413, "chunked, {size} bytes");
+        assert_eq!(resp.json::<Value>().await.unwrap()["code"], "too_large");
+    }
     let resp = http()
         .post(format!("{base}/v1/rooms/bad.room/messages"))
         .bearer_auth(&g.token)

@@ -88,3 +88,38 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_ones() {
         "the dashboard queries metrics nobody exposes: {unknown:?}"
     );
 }
+
+#[tokio::test]
+async fn the_readmes_shell_example_works_as_printed() {
+    let stack = Stack::start().await;
+    let readme = repo_file("README.md");
+    let block = readme
+        .split("Try it from a shell")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has the shell example");
+    let host = stack.gateway().url.trim_start_matches("http://").to_owned();
+    let script = block.replace("localhost:8080", &host);
+    let out = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .output()
+        .await
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("\"code\""), "an error answer: {stdout}");
+    assert!(
+        stdout.contains(r#""room":"lobby""#),
+        "the join answer: {stdout}"
+    );
+    assert!(stdout.contains(r#""temp_id""#), "the send answer: {stdout}");
+    assert!(
+        stdout.contains(r#""text":"hello""#) && stdout.contains(r#""name":"Ann""#),
+        "the history shows the message: {stdout}"
+    );
+}

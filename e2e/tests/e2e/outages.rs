@@ -145,3 +145,86 @@ async fn while_postgresql_is_down_sends_are_acked_and_persisted_once_when_it_ret
             .unwrap();
     assert_eq!(seqs, (1..=21).collect::<Vec<i64>>(), "each once, in order");
 }
+
+#[tokio::test]
+async fn readiness_follows_postgresql_while_idle_and_every_probe_answers_at_once() {
+    let stack = Stack::start().await;
+    let persister = stack.persisters[0].url.clone();
+    let gateway = stack.gateway().url.clone();
+    let timed = |url: String| async move {
+        let asked = Instant::now();
+        let status = readyz(&url).await;
+        (status, asked.elapsed())
+    };
+
+    // Nothing is sent: the persister has no batch to fail on.
+    database_reachable(&stack.db, false).await;
+    for url in [&persister, &gateway] {
+        e2e::eventually("readyz to say PostgreSQL is gone", || async {
+            (readyz(url).await == 503).then_some(())
+        })
+        .await;
+        for _ in 0..5 {
+            let (status, took) = timed(url.clone()).await;
+            assert_eq!(status, 503);
+            assert!(
+                took < Duration::from_millis(500),
+                "a probe of {url} took {took:?} with PostgreSQL down"
+            );
+        }
+    }
+
+    database_reachable(&stack.db, true).await;
+    for url in [&persister, &gateway] {
+        e2e::eventually("readyz to see PostgreSQL back", || async {
+            (readyz(url).await == 200).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_persister_is_replaced_within_its_lease_and_the_new_one_is_ready_only_once_writing(
+) {
+    let mut stack = Stack::start().await;
+    let mut ann = stack.connect("Ann").await;
+    ann.join("takeover").await;
+    let first = ann.say("takeover", "before").await;
+    ann.persisted(&first).await;
+
+    let killed = Instant::now();
+    stack.persisters.remove(0).process.kill().await;
+    let next = e2e::Persister::start_unready(&stack.config);
+    let during = ann.say("takeover", "while nobody writes").await;
+
+    // Until the dead persister's leases expire, its successor writes
+    // nothing, and says so.
+    let mut saw_unready = false;
+    let ready_after = loop {
+        if readyz(&next.url).await == 200 {
+            break killed.elapsed();
+        }
+        saw_unready = true;
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the successor never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        saw_unready,
+        "ready at once, before it could hold any partition"
+    );
+    assert_eq!(
+        e2e::metric(&next.url, "persister_partitions_held").await,
+        Some(8.0),
+        "ready while not writing every partition"
+    );
+    ann.persisted(&during).await;
+    let delivered_after = killed.elapsed();
+    eprintln!("kill -9 → successor ready {ready_after:?}, message delivered {delivered_after:?}");
+    assert!(
+        delivered_after < Duration::from_secs(8),
+        "the dead persister's partitions were unwritten for {delivered_after:?}"
+    );
+}
