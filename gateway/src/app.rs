@@ -49,6 +49,8 @@ pub struct App {
     pub sessions: TaskTracker,
     /// This gateway's id (presence, matching).
     pub id: uuid::Uuid,
+    /// Rooms' origins, looked up once each.
+    pub origins: crate::origins::Origins,
     stream_ready: AtomicBool,
     db: shared::db::Watch,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
@@ -81,6 +83,7 @@ impl App {
             stop: CancellationToken::new(),
             sessions: TaskTracker::new(),
             id: uuid::Uuid::new_v4(),
+            origins: crate::origins::Origins::default(),
             stream_ready: AtomicBool::new(false),
             db,
             stream: tokio::sync::OnceCell::new(),

@@ -275,7 +275,9 @@ fn join_room(
         .and(authenticated(app.clone()))
         .and(with_app(app))
         .and_then(|room: String, user: User, app: Arc<App>| async move {
-            let ack = requests::join(&app, &user, &room).await.map_err(refuse)?;
+            let ack = crate::rooms::join(&app, &user, &room)
+                .await
+                .map_err(refuse)?;
             Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
         })
 }
@@ -291,7 +293,9 @@ fn leave_room(
         .and(authenticated(app.clone()))
         .and(with_app(app))
         .and_then(|room: String, user: User, app: Arc<App>| async move {
-            let ack = requests::leave(&app, &user, &room).await.map_err(refuse)?;
+            let ack = crate::rooms::leave(&app, &user, &room)
+                .await
+                .map_err(refuse)?;
             Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
         })
 }

@@ -139,7 +139,7 @@ pub async fn refresh(
 
 /// A new direct room for the two, and `match:found` to each.
 async fn found(app: &App, asker: &User, peer: User) -> Result<(), ApiError> {
-    let room = crate::requests::create_room(
+    let room = crate::rooms::create_room(
         app,
         asker,
         CreateRoom {

@@ -1,43 +1,106 @@
 //! Who is a member, with which role — answered without waiting for the
-//! persister.
+//! persister, and the way the persister will answer.
 //!
 //! The hub answers for users connected here from memory. Otherwise the
 //! freshest answer is the last membership job of that user in that room:
 //! every such job is published on one subject, so one JetStream direct get
-//! reads it, whether or not a persister has written it yet. Only when the
-//! stream no longer holds one (older than its retention) does PostgreSQL
-//! answer.
+//! reads it, whether or not a persister has written it yet, and the rules
+//! the persister applies ([`shared::membership`]) judge it. PostgreSQL
+//! answers when the stream no longer holds one (older than its retention)
+//! or holds one the persister refuses.
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use shared::jobs::Job;
+use shared::membership::{decide, Decision, Origin};
 use shared::protocol::{ApiError, ErrorCode, Role, User};
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::requests::db_unavailable;
+use crate::origins::KnownOrigin;
+use crate::publish::Expect;
 use crate::store;
+use crate::store::db_unavailable;
 
 /// The user's role in the room, `None` if not a member.
 ///
 /// # Errors
 /// `unavailable` when neither the stream nor the database can say.
 pub async fn role(app: &App, room: &str, user: Uuid) -> Result<Option<Role>, ApiError> {
-    if let Some(from_stream) = stream_role(app, room, user).await? {
-        return Ok(from_stream);
-    }
-    store::role(&app.pool, room, user)
-        .await
-        .map_err(db_unavailable)
+    Ok(membership(app, room, user).await?.role)
 }
 
-/// The last job on `subject`, if the stream holds one.
-async fn last_job(app: &App, subject: String) -> Result<Option<Job>, ApiError> {
+/// A user's membership, and the stream job it was read from.
+pub struct Standing {
+    pub role: Option<Role>,
+    /// What a job decided on this standing must expect to be still the
+    /// last on the user's membership subject.
+    pub expect: Expect,
+}
+
+/// The user's membership as the persister decides it, whether or not it
+/// has written the jobs yet: their last membership job in the stream,
+/// judged by [`shared::membership::decide`] against the room's origin;
+/// PostgreSQL when the stream holds none, or holds one the persister
+/// refuses (it then keeps what the jobs before it made).
+///
+/// # Errors
+/// `unavailable`.
+pub async fn membership(app: &App, room: &str, user: Uuid) -> Result<Standing, ApiError> {
+    let subject = app.subjects.membership(room, &user);
+    let last = last_job(app, subject.clone()).await?;
+    let seq = last.as_ref().map_or(0, |(_, seq)| *seq);
+    let expect = Expect { subject, seq };
+    if let Some((job, seq)) = last {
+        let origin = origin(app, room).await?;
+        let is_origin = origin.as_ref().and_then(|o| o.seq) == Some(seq);
+        let facts = origin.as_ref().map(|o| &o.facts);
+        if let Decision::Now(role) = decide(facts, &job, user, is_origin) {
+            return Ok(Standing { role, expect });
+        }
+    }
+    let role = store::role(&app.pool, room, user)
+        .await
+        .map_err(db_unavailable)?;
+    Ok(Standing { role, expect })
+}
+
+/// What created `room`: its first membership job in the stream (the one
+/// creation that JetStream let through, see `rooms::create_room`), else
+/// its row. `None` for a room nobody created yet. Origins never change, so
+/// each is looked up once per gateway.
+///
+/// # Errors
+/// `unavailable`.
+pub async fn origin(app: &App, room: &str) -> Result<Option<KnownOrigin>, ApiError> {
+    if let Some(known) = app.origins.get(room) {
+        return Ok(Some(known));
+    }
+    let first = first_job(app, app.subjects.room_memberships(room)).await?;
+    let known = match first.and_then(|(job, seq)| Some((Origin::of_job(&job)?, seq))) {
+        Some((facts, seq)) => Some(KnownOrigin {
+            facts,
+            seq: Some(seq),
+        }),
+        None => store::origin(&app.pool, room)
+            .await
+            .map_err(db_unavailable)?
+            .map(|facts| KnownOrigin { facts, seq: None }),
+    };
+    if let Some(k) = &known {
+        app.origins.insert(room, k.clone());
+    }
+    Ok(known)
+}
+
+/// The last job on `subject`, with its stream sequence, if the stream
+/// holds one.
+async fn last_job(app: &App, subject: String) -> Result<Option<(Job, u64)>, ApiError> {
     let stream = app.stream().await?;
     job_of(stream.direct_get_last_for_subject(subject).await)
 }
 
 /// The first job on `subject` (wildcards allowed), if the stream holds one.
-async fn first_job(app: &App, subject: String) -> Result<Option<Job>, ApiError> {
+async fn first_job(app: &App, subject: String) -> Result<Option<(Job, u64)>, ApiError> {
     let stream = app.stream().await?;
     job_of(stream.direct_get_first_for_subject(subject).await)
 }
@@ -47,10 +110,10 @@ fn job_of(
         async_nats::jetstream::message::StreamMessage,
         async_nats::jetstream::stream::DirectGetError,
     >,
-) -> Result<Option<Job>, ApiError> {
+) -> Result<Option<(Job, u64)>, ApiError> {
     match got {
         Ok(msg) => match serde_json::from_slice::<Job>(&msg.payload) {
-            Ok(job) => Ok(Some(job)),
+            Ok(job) => Ok(Some((job, msg.sequence))),
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable job in the stream");
                 Ok(None)
@@ -74,29 +137,13 @@ pub async fn user(app: &App, id: Uuid) -> Result<Option<User>, ApiError> {
     if let Some(u) = app.hub.user(id) {
         return Ok(Some(u));
     }
-    if let Some(Job::Seen(seen)) = last_job(app, app.subjects.user_job(&id)).await? {
+    if let Some((Job::Seen(seen), _)) = last_job(app, app.subjects.user_job(&id)).await? {
         return Ok(Some(seen.user));
     }
     let name = store::user_name(&app.pool, id)
         .await
         .map_err(db_unavailable)?;
     Ok(name.map(|name| User { id, name }))
-}
-
-/// What the last membership job says: `Some(role)` or `Some(None)` after a
-/// leave; `None` when the stream holds no membership job for the pair.
-async fn stream_role(app: &App, room: &str, user: Uuid) -> Result<Option<Option<Role>>, ApiError> {
-    match last_job(app, app.subjects.membership(room, &user)).await? {
-        Some(Job::Join(join)) if join.creates => {
-            // Two users may each have joined a room that did not exist yet;
-            // as the persister does, the first membership job in stream
-            // order made the room and its owner.
-            let first = first_job(app, app.subjects.job(room, "member.*")).await?;
-            let owner = matches!(first, Some(Job::Join(j)) if j.user.id == user);
-            Ok(Some(Some(if owner { Role::Owner } else { Role::Member })))
-        }
-        other => Ok(other.and_then(|j| j.membership_role())),
-    }
 }
 
 /// Refuses `user` unless they are a member of `room`. A member this

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use shared::events::RoomEvent;
 use shared::jobs::Job;
@@ -17,6 +18,8 @@ use crate::app::App;
 /// JetStream message schedule headers (NATS 2.12).
 const SCHEDULE: &str = "Nats-Schedule";
 const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
+/// The subject (filter) an expected last subject sequence is checked on.
+const EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// Publishes `job` with `msg_id` as its de-duplication id and waits for the
 /// PubAck.
@@ -48,6 +51,45 @@ pub async fn start(
     msg_id: &str,
     due: Option<DateTime<Utc>>,
 ) -> Result<impl Future<Output = Result<(), ApiError>> + Send + 'static, ApiError> {
+    let stored = start_with(app, job, msg_id, due, None).await?;
+    Ok(async move { stored.await.map(drop) })
+}
+
+/// A condition a job is stored under: the last job on `subject` (a filter,
+/// wildcards allowed) is still the one at stream sequence `seq` (0: there
+/// is none). JetStream checks it as it stores the job, so a decision taken
+/// on that last job cannot be overtaken by another one in between.
+#[derive(Clone, Debug)]
+pub struct Expect {
+    pub subject: String,
+    pub seq: u64,
+}
+
+/// Publishes `job` only if `expect` still holds when JetStream stores it.
+///
+/// # Errors
+/// As [`start`]; `Ok(false)` when the condition no longer held and nothing
+/// was stored.
+pub async fn publish_expecting(
+    app: &App,
+    job: &Job,
+    msg_id: &str,
+    expect: Expect,
+) -> Result<bool, ApiError> {
+    start_with(app, job, msg_id, None, Some(expect))
+        .await?
+        .await
+}
+
+/// [`start`] with an optional [`Expect`]; the future says whether the job
+/// was stored (false: the condition failed).
+pub async fn start_with(
+    app: &App,
+    job: &Job,
+    msg_id: &str,
+    due: Option<DateTime<Utc>>,
+    expect: Option<Expect>,
+) -> Result<impl Future<Output = Result<bool, ApiError>> + Send + 'static, ApiError> {
     // While disconnected the client would buffer the publish and could send
     // it after we have told the client "unavailable"; refuse it here instead.
     if !app.nats_connected() {
@@ -59,9 +101,14 @@ pub async fn start(
     })?;
     let started = Instant::now();
     let subject = job.subject(&app.subjects);
-    let message = PublishMessage::build()
+    let mut message = PublishMessage::build()
         .payload(payload.into())
         .message_id(msg_id);
+    if let Some(expect) = &expect {
+        message = message
+            .expected_last_subject_sequence(expect.seq)
+            .header(EXPECTED_SUBJECT, expect.subject.as_str());
+    }
     let (subject, message) = match (due, job) {
         (Some(due), Job::Message(m)) => {
             let at = format!("@at {}", due.to_rfc3339_opts(SecondsFormat::Millis, true));
@@ -93,8 +140,9 @@ pub async fn start(
             Ok(Ok(_ack)) => {
                 metrics::histogram!("gateway_publish_seconds")
                     .record(started.elapsed().as_secs_f64());
-                Ok(())
+                Ok(true)
             }
+            Ok(Err(err)) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "JetStream did not store a job");
                 Err(failed("error"))

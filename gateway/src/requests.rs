@@ -2,37 +2,23 @@
 //! publish a job (or an ephemeral event), answer. Refusals are the
 //! contract's errors; nothing is published before every check has passed.
 
-use std::collections::HashSet;
 use std::future::Future;
 
 use serde::Serialize;
 use shared::events::RoomEvent;
-use shared::jobs::{
-    self, Deletion, Edit, Invitation, Job, Membership, NewMessage, NewRoom, ReadMark, RoleChange,
-    UserSeen,
-};
+use shared::jobs::{self, Deletion, Edit, Job, NewMessage, ReadMark};
 use shared::protocol::{
-    event, ApiError, CreateRoom, DeleteMessage, EditMessage, ErrorCode, HistoryQuery, Invite,
-    MarkRead, Message, ReadEvent, Role, RoomKind, RoomMember, SendMessage, SetRole, User,
+    event, ApiError, DeleteMessage, EditMessage, ErrorCode, HistoryQuery, MarkRead, Message,
+    ReadEvent, RoomMember, SendMessage, User,
 };
 use shared::validate;
 use uuid::Uuid;
 
 use crate::app::App;
 use crate::hub::Conn;
-use crate::membership::{self, ensure_manager, ensure_member};
+use crate::membership::{ensure_manager, ensure_member};
 use crate::publish::{self, publish_event, publish_job};
-use crate::store;
-
-/// A database failure as the client sees it; the cause is logged here,
-/// where it is handled.
-pub fn db_unavailable(err: sqlx::Error) -> ApiError {
-    tracing::warn!(error = %err, "database read failed");
-    ApiError::new(
-        ErrorCode::Unavailable,
-        "the database is unavailable; try again",
-    )
-}
+use crate::store::{self, db_unavailable};
 
 fn not_found(what: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, what)
@@ -143,246 +129,6 @@ pub async fn start_send(
         metrics::counter!("gateway_messages_accepted_total").increment(1);
         Ok(SendAck { temp_id })
     }))
-}
-
-#[derive(Debug, Serialize)]
-pub struct JoinAck {
-    pub room: String,
-    pub members: Vec<User>,
-}
-
-/// `room:join`: a new id becomes a public group room owned by the joiner;
-/// private and direct rooms refuse.
-///
-/// # Errors
-/// `bad_request`, `forbidden`, `unavailable`.
-pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiError> {
-    validate::room_id(room)?;
-    let already = app.hub.is_member(user.id, room) == Some(true)
-        || membership::role(app, room, user.id).await?.is_some();
-    if !already {
-        let access = store::room_access(&app.pool, room)
-            .await
-            .map_err(db_unavailable)?;
-        if let Some(access) = access.as_ref().filter(|a| !a.public) {
-            let what = if access.kind == "direct" {
-                "a direct"
-            } else {
-                "a private"
-            };
-            return Err(forbidden(&format!(
-                "{what} room can only be entered by invitation"
-            )));
-        }
-        let job = Job::Join(Membership {
-            room: room.to_owned(),
-            user: user.clone(),
-            at: shared::time::now_millis(),
-            creates: access.is_none(),
-        });
-        publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
-    }
-    app.hub.add_member(user.id, room).await;
-    let mut members = store::members(&app.pool, room)
-        .await
-        .map_err(db_unavailable)?;
-    // The join may still be a job in the stream.
-    if !members.iter().any(|m| m.id == user.id) {
-        members.push(user.clone());
-    }
-    Ok(JoinAck {
-        room: room.to_owned(),
-        members,
-    })
-}
-
-/// `room:leave`.
-///
-/// # Errors
-/// `bad_request`, `not_a_member`, `unavailable`.
-pub async fn leave(app: &App, user: &User, room: &str) -> Result<Empty, ApiError> {
-    validate::room_id(room)?;
-    ensure_member(app, user, room).await?;
-    let job = Job::Leave(Membership {
-        room: room.to_owned(),
-        user: user.clone(),
-        at: shared::time::now_millis(),
-        creates: false,
-    });
-    publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
-    app.hub.remove_member(user.id, room);
-    Ok(Empty {})
-}
-
-#[derive(Debug, Serialize)]
-pub struct RoomAck {
-    pub room: String,
-}
-
-/// Most members a room can be created with.
-const MAX_CREATE_MEMBERS: usize = 1_000;
-
-/// `room:create`: the creator is the owner; the listed users become members
-/// wherever they are connected. A direct room has exactly two members and
-/// is never public.
-///
-/// # Errors
-/// `bad_request`, `forbidden` (the id is taken), `not_found` (an unknown
-/// user), `unavailable`.
-pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<RoomAck, ApiError> {
-    let room = match req.room {
-        Some(r) => r,
-        None => format!("r-{}", &Uuid::new_v4().simple().to_string()[..16]),
-    };
-    validate::room_id(&room)?;
-    let name = match req.name.as_deref().map(str::trim) {
-        Some("") | None => None,
-        Some(n) => Some(validate::display_name(n)?),
-    };
-    let mut seen = HashSet::from([user.id]);
-    let others: Vec<Uuid> = req
-        .members
-        .into_iter()
-        .filter(|id| seen.insert(*id))
-        .collect();
-    if others.len() > MAX_CREATE_MEMBERS {
-        return Err(ApiError::bad_request("at most 1,000 members at creation"));
-    }
-    if req.kind == RoomKind::Direct && others.len() != 1 {
-        return Err(ApiError::bad_request(
-            "a direct room has exactly two members: you and one other user",
-        ));
-    }
-    let taken = store::room_access(&app.pool, &room)
-        .await
-        .map_err(db_unavailable)?
-        .is_some()
-        || membership::role(app, &room, user.id).await?.is_some();
-    if taken {
-        return Err(forbidden("a room with this id exists"));
-    }
-    let members = named_users(app, &others).await?;
-    let at = shared::time::now_millis();
-    let create = Job::CreateRoom(NewRoom {
-        room: room.clone(),
-        name,
-        kind: req.kind,
-        public: req.public.unwrap_or(false) && req.kind == RoomKind::Group,
-        owner: user.clone(),
-        at,
-    });
-    // The room and its members are published back to back and their
-    // PubAcks awaited together: one round trip, and the jobs lie next to
-    // each other in the stream (an invitation stored without its room is
-    // refused by the persister, so a partial failure adds no one).
-    let mut stored = vec![publish::start(app, &create, &Uuid::new_v4().to_string(), None).await?];
-    for member in members {
-        let invite = Job::Invite(Invitation {
-            room: room.clone(),
-            by: user.clone(),
-            user: member,
-            at,
-        });
-        stored.push(publish::start(app, &invite, &Uuid::new_v4().to_string(), None).await?);
-    }
-    futures::future::try_join_all(stored).await?;
-    app.hub.add_member(user.id, &room).await;
-    Ok(RoomAck { room })
-}
-
-/// Users by id with their names, in the order given.
-async fn named_users(app: &App, ids: &[Uuid]) -> Result<Vec<User>, ApiError> {
-    let mut users = Vec::with_capacity(ids.len());
-    for id in ids {
-        match membership::user(app, *id).await? {
-            Some(u) => users.push(u),
-            None => return Err(not_found(&format!("no user {id}"))),
-        }
-    }
-    Ok(users)
-}
-
-/// Makes a connecting user known by id, unless a persister already knows
-/// them under this name.
-///
-/// # Errors
-/// `unavailable`.
-pub async fn announce_user(app: &App, user: &User) -> Result<(), ApiError> {
-    let stored = store::user_name(&app.pool, user.id)
-        .await
-        .map_err(db_unavailable)?;
-    if stored.as_deref() == Some(user.name.as_str()) {
-        return Ok(());
-    }
-    let job = Job::Seen(UserSeen {
-        user: user.clone(),
-        at: shared::time::now_millis(),
-    });
-    // One job per name within the stream's duplicate window.
-    let msg_id = Uuid::new_v5(&user.id, user.name.as_bytes());
-    publish_job(app, &job, &msg_id.to_string()).await
-}
-
-/// `room:invite`: an owner or admin adds a member to a group room.
-///
-/// # Errors
-/// `bad_request`, `not_a_member`, `forbidden`, `not_found`, `unavailable`.
-pub async fn invite(app: &App, user: &User, req: Invite) -> Result<Empty, ApiError> {
-    validate::room_id(&req.room)?;
-    ensure_manager(app, user, &req.room).await?;
-    let access = store::room_access(&app.pool, &req.room)
-        .await
-        .map_err(db_unavailable)?;
-    if access.is_some_and(|a| a.kind == "direct") {
-        return Err(forbidden("a direct room keeps its two members"));
-    }
-    let invitee = named_users(app, &[req.user]).await?.remove(0);
-    if membership::role(app, &req.room, invitee.id)
-        .await?
-        .is_some()
-    {
-        return Ok(Empty {});
-    }
-    let job = Job::Invite(Invitation {
-        room: req.room,
-        by: user.clone(),
-        user: invitee,
-        at: shared::time::now_millis(),
-    });
-    publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
-    Ok(Empty {})
-}
-
-/// `room:set_role`: the owner makes a member an admin or back.
-///
-/// # Errors
-/// `bad_request`, `not_a_member`, `forbidden`, `not_found`, `unavailable`.
-pub async fn set_role(app: &App, user: &User, req: SetRole) -> Result<Empty, ApiError> {
-    validate::room_id(&req.room)?;
-    if req.role == Role::Owner {
-        return Err(ApiError::bad_request("role is \"admin\" or \"member\""));
-    }
-    match membership::role(app, &req.room, user.id).await? {
-        None => return Err(ApiError::not_a_member()),
-        Some(Role::Owner) => {}
-        Some(_) => return Err(forbidden("only the room's owner changes roles")),
-    }
-    match membership::role(app, &req.room, req.user).await? {
-        None => return Err(not_found("that user is not a member of this room")),
-        Some(Role::Owner) => return Err(forbidden("the owner's role does not change")),
-        Some(current) if current == req.role => return Ok(Empty {}),
-        Some(_) => {}
-    }
-    let target = named_users(app, &[req.user]).await?.remove(0);
-    let job = Job::SetRole(RoleChange {
-        room: req.room,
-        by: user.clone(),
-        user: target,
-        role: req.role,
-        at: shared::time::now_millis(),
-    });
-    publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
-    Ok(Empty {})
 }
 
 /// The message a request names, refused unless it is a live message of

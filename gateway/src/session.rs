@@ -54,7 +54,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
             return;
         }
     };
-    if let Err(err) = Box::pin(requests::announce_user(&app, &user)).await {
+    if let Err(err) = Box::pin(crate::rooms::announce_user(&app, &user)).await {
         // Not fatal: the user can chat; only being found by id waits.
         tracing::warn!(error = %err, "could not make a connecting user known");
     }
@@ -410,7 +410,7 @@ impl Handler<'_> {
             }
             RequestType::RoomJoin => {
                 let r: RoomRef = data(env)?;
-                let ack = requests::join(app, user, &r.room).await?;
+                let ack = crate::rooms::join(app, user, &r.room).await?;
                 // The joiner learns which members are online right now, and
                 // they learn the joiner is.
                 if let Some(presence) = app.presence.get() {
@@ -421,11 +421,13 @@ impl Handler<'_> {
             }
             RequestType::RoomLeave => {
                 let r: RoomRef = data(env)?;
-                now(&requests::leave(app, user, &r.room).await?)
+                now(&crate::rooms::leave(app, user, &r.room).await?)
             }
-            RequestType::RoomCreate => now(&requests::create_room(app, user, data(env)?).await?),
-            RequestType::RoomInvite => now(&requests::invite(app, user, data(env)?).await?),
-            RequestType::RoomSetRole => now(&requests::set_role(app, user, data(env)?).await?),
+            RequestType::RoomCreate => {
+                now(&crate::rooms::create_room(app, user, data(env)?).await?)
+            }
+            RequestType::RoomInvite => now(&crate::rooms::invite(app, user, data(env)?).await?),
+            RequestType::RoomSetRole => now(&crate::rooms::set_role(app, user, data(env)?).await?),
             RequestType::MessageEdit => now(&requests::edit(app, user, data(env)?).await?),
             RequestType::MessageDelete => now(&requests::delete(app, user, data(env)?).await?),
             RequestType::MessageRead => now(&requests::mark_read(app, user, data(env)?).await?),

@@ -3,10 +3,20 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::protocol::{HistoryQuery, Message, Role, User};
+use shared::protocol::{ApiError, ErrorCode, HistoryQuery, Message, Role, User};
 use shared::store::MessageRow;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// A database failure as the client sees it; the cause is logged here,
+/// where it is handled.
+pub fn db_unavailable(err: sqlx::Error) -> ApiError {
+    tracing::warn!(error = %err, "database read failed");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the database is unavailable; try again",
+    )
+}
 
 /// The rooms a user is a member of.
 ///
@@ -33,6 +43,35 @@ pub async fn room_access(pool: &PgPool, room: &str) -> Result<Option<RoomAccess>
         .bind(room)
         .fetch_optional(pool)
         .await
+}
+
+/// A room's origin as its row has it (a room whose creation is no longer
+/// in the stream). A room made by a replayed message has no owner: nobody
+/// owns it.
+///
+/// # Errors
+/// Any database error.
+pub async fn origin(
+    pool: &PgPool,
+    room: &str,
+) -> Result<Option<shared::membership::Origin>, sqlx::Error> {
+    let row: Option<(String, bool, Option<Uuid>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT kind, public, owner_id, created_at FROM rooms WHERE id = $1")
+            .bind(room)
+            .fetch_optional(pool)
+            .await?;
+    Ok(
+        row.map(|(kind, public, owner, at)| shared::membership::Origin {
+            kind: if kind == "direct" {
+                shared::protocol::RoomKind::Direct
+            } else {
+                shared::protocol::RoomKind::Group
+            },
+            public,
+            owner: owner.unwrap_or_default(),
+            at,
+        }),
+    )
 }
 
 /// The stored members of a room.

@@ -334,8 +334,12 @@ pub async fn create_room(tx: &mut PgConnection, r: &NewRoom) -> Result<bool, sql
     Ok(created)
 }
 
-/// Adds a member on behalf of an owner or admin. A direct room takes two
-/// members at most. Returns whether the user became a member now.
+/// Adds a member on behalf of an owner or admin, by the rules of
+/// `shared::membership` (which the gateway applies to the same job before
+/// a persister has written anything): one of the members a room was
+/// created with counts only if that creation is the room's, and a direct
+/// room has no members but those it was created with.
+/// Returns whether the user became a member now.
 ///
 /// # Errors
 /// Any database error.
@@ -344,9 +348,12 @@ pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx:
         "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at)
          SELECT r.id, $3, $4, 'member', $5 FROM rooms r
           WHERE r.id = $1
-            AND EXISTS (SELECT 1 FROM room_members b
-                         WHERE b.room_id = r.id AND b.user_id = $2 AND b.role IN ('owner', 'admin'))
-            AND (r.kind = 'group' OR (SELECT count(*) FROM room_members c WHERE c.room_id = r.id) < 2)
+            AND CASE WHEN r.kind = 'direct' OR $6
+                     THEN r.owner_id = $2 AND r.created_at = $5
+                     ELSE EXISTS (SELECT 1 FROM room_members b
+                                   WHERE b.room_id = r.id AND b.user_id = $2
+                                     AND b.role IN ('owner', 'admin'))
+                END
          ON CONFLICT (room_id, user_id) DO NOTHING",
     )
     .bind(&i.room)
@@ -354,6 +361,7 @@ pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx:
     .bind(i.user.id)
     .bind(&i.user.name)
     .bind(i.at)
+    .bind(i.creation)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -361,8 +369,8 @@ pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx:
     Ok(added)
 }
 
-/// The owner makes a member an admin or back. The owner's own role does not
-/// change. Returns whether a role changed.
+/// The room's owner makes a member an admin or back. The owner's own role
+/// does not change. Returns whether a role changed.
 ///
 /// # Errors
 /// Any database error.
@@ -373,8 +381,7 @@ pub async fn set_role(tx: &mut PgConnection, r: &RoleChange) -> Result<bool, sql
     let changed = sqlx::query(
         "UPDATE room_members m SET role = $4
           WHERE m.room_id = $1 AND m.user_id = $3 AND m.role <> 'owner' AND m.role <> $4
-            AND EXISTS (SELECT 1 FROM room_members o
-                         WHERE o.room_id = $1 AND o.user_id = $2 AND o.role = 'owner')",
+            AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = $1 AND r.owner_id = $2)",
     )
     .bind(&r.room)
     .bind(r.by.id)

@@ -135,6 +135,10 @@ pub struct Invitation {
     pub by: User,
     pub user: User,
     pub at: DateTime<Utc>,
+    /// One of the members the room is created with (`at` is the room's):
+    /// void unless that creation is the room's.
+    #[serde(default)]
+    pub creation: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod db;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod membership;
 pub mod metrics;
 pub mod nats;
 pub mod net;

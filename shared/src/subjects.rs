@@ -100,6 +100,12 @@ impl Subjects {
         self.job(room, &format!("member.{user}"))
     }
 
+    /// Every membership job of one room, of any user
+    /// (`<S>.job.<p>.<room>.member.*`): its first is the room's creation.
+    pub fn room_memberships(&self, room: &str) -> String {
+        self.job(room, "member.*")
+    }
+
     /// Where a user's own jobs go; its last message holds the user's
     /// latest name.
     pub fn user_job(&self, user: &uuid::Uuid) -> String {

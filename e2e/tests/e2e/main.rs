@@ -15,6 +15,7 @@ mod operations;
 mod ordering;
 mod outages;
 mod presence;
+mod races;
 mod replay;
 mod rooms;
 mod scheduled;

@@ -1,0 +1,341 @@
+//! Requests that change who is in a room: join, leave, create, invite,
+//! roles. Each is decided on the same facts, by the same rules, as the
+//! persister will decide its job ([`shared::membership`]), and published
+//! under a condition JetStream checks as it stores it ([`Expect`]): the
+//! facts the decision rested on are still the last word. So no change the
+//! persister would refuse is ever acked, and none grants access anywhere.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use shared::jobs::{Invitation, Job, Membership, NewRoom, RoleChange, UserSeen};
+use shared::protocol::{ApiError, CreateRoom, ErrorCode, Invite, Role, RoomKind, SetRole, User};
+use shared::validate;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::membership::{self, ensure_member};
+use crate::publish::{self, publish_expecting, publish_job, Expect};
+use crate::requests::Empty;
+use crate::store;
+use crate::store::db_unavailable;
+
+fn forbidden(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, what)
+}
+
+/// How often a decision is taken again when another change to the same
+/// facts got into the stream first.
+const ATTEMPTS: usize = 3;
+
+fn overtaken() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the room changed while this was decided; try again",
+    )
+}
+
+/// The condition that only one creation of `room` ever gets into the
+/// stream: no membership job of the room is there yet.
+fn first_of_room(app: &App, room: &str) -> Expect {
+    Expect {
+        subject: app.subjects.room_memberships(room),
+        seq: 0,
+    }
+}
+
+fn msg_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+#[derive(Debug, Serialize)]
+pub struct JoinAck {
+    pub room: String,
+    pub members: Vec<User>,
+}
+
+/// `room:join`: a new id becomes a public group room owned by the joiner;
+/// private and direct rooms refuse everyone but their owner.
+///
+/// # Errors
+/// `bad_request`, `forbidden`, `unavailable`.
+pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiError> {
+    validate::room_id(room)?;
+    let already = app.hub.is_member(user.id, room) == Some(true)
+        || membership::role(app, room, user.id).await?.is_some();
+    if !already {
+        publish_join(app, user, room).await?;
+    }
+    app.hub.add_member(user.id, room).await;
+    let mut members = store::members(&app.pool, room)
+        .await
+        .map_err(db_unavailable)?;
+    // The join may still be a job in the stream.
+    if !members.iter().any(|m| m.id == user.id) {
+        members.push(user.clone());
+    }
+    Ok(JoinAck {
+        room: room.to_owned(),
+        members,
+    })
+}
+
+/// Publishes the join of a room, creating it when it is new. Two users
+/// joining a new room at once both find it new; JetStream stores only the
+/// first creation, and the other joins the room it made.
+async fn publish_join(app: &App, user: &User, room: &str) -> Result<(), ApiError> {
+    for _ in 0..ATTEMPTS {
+        let origin = membership::origin(app, room).await?;
+        let job = Job::Join(Membership {
+            room: room.to_owned(),
+            user: user.clone(),
+            at: shared::time::now_millis(),
+            creates: origin.is_none(),
+        });
+        match origin {
+            Some(o) if !o.facts.public && o.facts.owner != user.id => {
+                let what = match o.facts.kind {
+                    RoomKind::Direct => "a direct",
+                    RoomKind::Group => "a private",
+                };
+                return Err(forbidden(&format!(
+                    "{what} room can only be entered by invitation"
+                )));
+            }
+            Some(_) => return publish_job(app, &job, &msg_id()).await,
+            None => {
+                if publish_expecting(app, &job, &msg_id(), first_of_room(app, room)).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(overtaken())
+}
+
+/// `room:leave`.
+///
+/// # Errors
+/// `bad_request`, `not_a_member`, `unavailable`.
+pub async fn leave(app: &App, user: &User, room: &str) -> Result<Empty, ApiError> {
+    validate::room_id(room)?;
+    ensure_member(app, user, room).await?;
+    let job = Job::Leave(Membership {
+        room: room.to_owned(),
+        user: user.clone(),
+        at: shared::time::now_millis(),
+        creates: false,
+    });
+    publish_job(app, &job, &msg_id()).await?;
+    app.hub.remove_member(user.id, room);
+    Ok(Empty {})
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoomAck {
+    pub room: String,
+}
+
+/// Most members a room can be created with.
+const MAX_CREATE_MEMBERS: usize = 1_000;
+
+/// `room:create`: the creator is the owner; the listed users become members
+/// wherever they are connected. A direct room has exactly two members and
+/// is never public.
+///
+/// # Errors
+/// `bad_request`, `forbidden` (the id is taken), `not_found` (an unknown
+/// user), `unavailable`.
+pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<RoomAck, ApiError> {
+    let room = match req.room {
+        Some(r) => r,
+        None => format!("r-{}", &Uuid::new_v4().simple().to_string()[..16]),
+    };
+    validate::room_id(&room)?;
+    let name = match req.name.as_deref().map(str::trim) {
+        Some("") | None => None,
+        Some(n) => Some(validate::display_name(n)?),
+    };
+    let mut seen = HashSet::from([user.id]);
+    let others: Vec<Uuid> = req
+        .members
+        .into_iter()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    if others.len() > MAX_CREATE_MEMBERS {
+        return Err(ApiError::bad_request("at most 1,000 members at creation"));
+    }
+    if req.kind == RoomKind::Direct && others.len() != 1 {
+        return Err(ApiError::bad_request(
+            "a direct room has exactly two members: you and one other user",
+        ));
+    }
+    let taken = || forbidden("a room with this id exists");
+    if membership::origin(app, &room).await?.is_some() {
+        return Err(taken());
+    }
+    let members = named_users(app, &others).await?;
+    let at = shared::time::now_millis();
+    let create = Job::CreateRoom(NewRoom {
+        room: room.clone(),
+        name,
+        kind: req.kind,
+        public: req.public.unwrap_or(false) && req.kind == RoomKind::Group,
+        owner: user.clone(),
+        at,
+    });
+    // The room and its members are published back to back and their
+    // PubAcks awaited together: one round trip, and the jobs lie next to
+    // each other in the stream. The room is stored only if it is the
+    // room's first membership job; if another creation got there first,
+    // the invitations that follow are void, by the persister's rules and
+    // the gateway's alike (they name a creation that is not the room's).
+    let mut stored = vec![
+        publish::start_with(
+            app,
+            &create,
+            &msg_id(),
+            None,
+            Some(first_of_room(app, &room)),
+        )
+        .await?,
+    ];
+    for member in members {
+        let invite = Job::Invite(Invitation {
+            room: room.clone(),
+            by: user.clone(),
+            user: member,
+            at,
+            creation: true,
+        });
+        stored.push(publish::start_with(app, &invite, &msg_id(), None, None).await?);
+    }
+    let outcome = futures::future::try_join_all(stored).await?;
+    if !outcome[0] {
+        return Err(taken());
+    }
+    app.hub.add_member(user.id, &room).await;
+    Ok(RoomAck { room })
+}
+
+/// Users by id with their names, in the order given.
+async fn named_users(app: &App, ids: &[Uuid]) -> Result<Vec<User>, ApiError> {
+    let mut users = Vec::with_capacity(ids.len());
+    for id in ids {
+        match membership::user(app, *id).await? {
+            Some(u) => users.push(u),
+            None => return Err(ApiError::new(ErrorCode::NotFound, format!("no user {id}"))),
+        }
+    }
+    Ok(users)
+}
+
+/// Makes a connecting user known by id, unless a persister already knows
+/// them under this name.
+///
+/// # Errors
+/// `unavailable`.
+pub async fn announce_user(app: &App, user: &User) -> Result<(), ApiError> {
+    let stored = store::user_name(&app.pool, user.id)
+        .await
+        .map_err(db_unavailable)?;
+    if stored.as_deref() == Some(user.name.as_str()) {
+        return Ok(());
+    }
+    let job = Job::Seen(UserSeen {
+        user: user.clone(),
+        at: shared::time::now_millis(),
+    });
+    // One job per name within the stream's duplicate window.
+    let msg_id = Uuid::new_v5(&user.id, user.name.as_bytes());
+    publish_job(app, &job, &msg_id.to_string()).await
+}
+
+/// `room:invite`: an owner or admin adds a member to a group room.
+///
+/// # Errors
+/// `bad_request`, `not_a_member`, `forbidden`, `not_found`, `unavailable`.
+pub async fn invite(app: &App, user: &User, req: Invite) -> Result<Empty, ApiError> {
+    validate::room_id(&req.room)?;
+    let mut inviter = membership::membership(app, &req.room, user.id).await?;
+    let mut invitee: Option<User> = None;
+    for _ in 0..ATTEMPTS {
+        match inviter.role {
+            None => return Err(ApiError::not_a_member()),
+            Some(r) if !r.manages() => {
+                return Err(forbidden("only the room's owner or an admin may do this"))
+            }
+            Some(_) => {}
+        }
+        let origin = membership::origin(app, &req.room).await?;
+        if origin.is_some_and(|o| o.facts.kind == RoomKind::Direct) {
+            return Err(forbidden("a direct room keeps its two members"));
+        }
+        let who = match &invitee {
+            Some(u) => u.clone(),
+            None => invitee
+                .insert(named_users(app, &[req.user]).await?.remove(0))
+                .clone(),
+        };
+        if membership::role(app, &req.room, who.id).await?.is_some() {
+            return Ok(Empty {});
+        }
+        let job = Job::Invite(Invitation {
+            room: req.room.clone(),
+            by: user.clone(),
+            user: who,
+            at: shared::time::now_millis(),
+            creation: false,
+        });
+        // Stored only while the inviter's own last membership job is the
+        // one that made them a manager.
+        if publish_expecting(app, &job, &msg_id(), inviter.expect).await? {
+            return Ok(Empty {});
+        }
+        inviter = membership::membership(app, &req.room, user.id).await?;
+    }
+    Err(overtaken())
+}
+
+/// `room:set_role`: the owner makes a member an admin or back.
+///
+/// # Errors
+/// `bad_request`, `not_a_member`, `forbidden`, `not_found`, `unavailable`.
+pub async fn set_role(app: &App, user: &User, req: SetRole) -> Result<Empty, ApiError> {
+    validate::room_id(&req.room)?;
+    if req.role == Role::Owner {
+        return Err(ApiError::bad_request("role is \"admin\" or \"member\""));
+    }
+    match membership::role(app, &req.room, user.id).await? {
+        None => return Err(ApiError::not_a_member()),
+        Some(Role::Owner) => {}
+        Some(_) => return Err(forbidden("only the room's owner changes roles")),
+    }
+    let target = named_users(app, &[req.user]).await?.remove(0);
+    for _ in 0..ATTEMPTS {
+        let standing = membership::membership(app, &req.room, req.user).await?;
+        match standing.role {
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    "that user is not a member of this room",
+                ))
+            }
+            Some(Role::Owner) => return Err(forbidden("the owner's role does not change")),
+            Some(current) if current == req.role => return Ok(Empty {}),
+            Some(_) => {}
+        }
+        let job = Job::SetRole(RoleChange {
+            room: req.room.clone(),
+            by: user.clone(),
+            user: target.clone(),
+            role: req.role,
+            at: shared::time::now_millis(),
+        });
+        // Stored only while the member is still what was just read.
+        if publish_expecting(app, &job, &msg_id(), standing.expect).await? {
+            return Ok(Empty {});
+        }
+    }
+    Err(overtaken())
+}
