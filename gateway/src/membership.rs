@@ -9,7 +9,10 @@
 //! answers when the stream no longer holds one (older than its retention)
 //! or holds one the persister refuses.
 
+use std::collections::HashSet;
+
 use async_nats::jetstream::stream::DirectGetErrorKind;
+use futures::StreamExt;
 use shared::jobs::Job;
 use shared::membership::{decide, Decision, Origin};
 use shared::protocol::{ApiError, ErrorCode, Role, User};
@@ -178,4 +181,104 @@ pub async fn ensure_manager(app: &App, user: &User, room: &str) -> Result<Role, 
             "only the room's owner or an admin may do this",
         )),
     }
+}
+
+/// The rooms `user` is a member of now: PostgreSQL's, corrected by the
+/// user's membership jobs the stream holds, which may not be written yet
+/// (a room created with them or an invitation acked a moment ago, a leave).
+///
+/// # Errors
+/// `unavailable`.
+pub async fn rooms_of(app: &App, user: Uuid) -> Result<Vec<String>, ApiError> {
+    let stored: HashSet<String> = store::rooms_of(&app.pool, user)
+        .await
+        .map_err(db_unavailable)?
+        .into_iter()
+        .collect();
+    let mut rooms = stored.clone();
+    for (room, job, seq) in streamed_memberships(app, user).await? {
+        let grants = !matches!(job, Job::Leave(_));
+        let member = match (stored.contains(&room), grants) {
+            // Written, or at least not refused so far: PostgreSQL would
+            // not list a room whose granting job it refused.
+            (true, true) => true,
+            // A leave: not written yet, or written already.
+            (_, false) => false,
+            // Pending, or refused: the rules say which.
+            (false, true) => {
+                let origin = origin(app, &room).await?;
+                let is_origin = origin.as_ref().and_then(|o| o.seq) == Some(seq);
+                let facts = origin.as_ref().map(|o| &o.facts);
+                matches!(decide(facts, &job, user, is_origin), Decision::Now(Some(_)))
+            }
+        };
+        if member {
+            rooms.insert(room);
+        } else {
+            rooms.remove(&room);
+        }
+    }
+    let mut rooms: Vec<String> = rooms.into_iter().collect();
+    rooms.sort();
+    Ok(rooms)
+}
+
+/// Most rooms one batch direct get answers for (the server's own limit).
+const MAX_STREAMED_ROOMS: usize = 1024;
+
+/// The last membership job of `user` in each room the stream holds one
+/// for, with its stream sequence: one batched direct get
+/// (`multi_last`, NATS 2.11) over `<S>.job.*.*.member.<user>`.
+async fn streamed_memberships(app: &App, user: Uuid) -> Result<Vec<(String, Job, u64)>, ApiError> {
+    let failed = |what: &str| {
+        tracing::warn!(%user, what, "cannot read a user's memberships from the stream");
+        ApiError::unavailable()
+    };
+    let inbox = app.client.new_inbox();
+    let mut replies = app
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|_| failed("subscribe"))?;
+    let request = serde_json::json!({
+        "multi_last": [app.subjects.user_memberships(&user)],
+        "batch": MAX_STREAMED_ROOMS,
+    });
+    app.client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{}", app.subjects.stream()),
+            inbox,
+            request.to_string().into(),
+        )
+        .await
+        .map_err(|_| failed("request"))?;
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + shared::nats::JETSTREAM_TIMEOUT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, replies.next())
+            .await
+            .map_err(|_| failed("timeout"))?
+            .ok_or_else(|| failed("closed"))?;
+        match msg.status.map(u16::from) {
+            // The end of the batch, or nothing at all.
+            Some(204 | 404) => break,
+            Some(_) => return Err(failed("refused")),
+            None => {}
+        }
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let (Some(subject), Some(seq)) = (header("Nats-Subject"), header("Nats-Sequence")) else {
+            continue;
+        };
+        let room = subject.split('.').nth(3).map(str::to_owned);
+        let job = serde_json::from_slice::<Job>(&msg.payload).ok();
+        if let (Some(room), Some(job), Ok(seq)) = (room, job, seq.parse()) {
+            found.push((room, job, seq));
+        }
+    }
+    Ok(found)
 }

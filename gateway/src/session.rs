@@ -44,7 +44,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     let user = identity.user;
     let conn = Conn::new(app.next_conn_id(), user.id, tx.clone(), closer.clone());
 
-    let stored = match Box::pin(crate::store::rooms_of(&app.pool, user.id)).await {
+    let stored = match Box::pin(crate::membership::rooms_of(&app, user.id)).await {
         Ok(rooms) => rooms,
         Err(err) => {
             tracing::warn!(error = %err, "cannot load the rooms of a connecting user");

@@ -106,6 +106,12 @@ impl Subjects {
         self.job(room, "member.*")
     }
 
+    /// Every membership job of one user, in any room
+    /// (`<S>.job.*.*.member.<user>`).
+    pub fn user_memberships(&self, user: &uuid::Uuid) -> String {
+        format!("{}.job.*.*.member.{user}", self.stream)
+    }
+
     /// Where a user's own jobs go; its last message holds the user's
     /// latest name.
     pub fn user_job(&self, user: &uuid::Uuid) -> String {

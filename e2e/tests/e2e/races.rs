@@ -144,3 +144,61 @@ async fn of_two_creations_of_one_room_at_once_only_the_first_stored_counts() {
     assert_eq!(owners, 1);
     assert_eq!(members_in_db(&stack, "open").await.len(), 2);
 }
+
+fn ready_rooms(c: &WsClient) -> Vec<String> {
+    let mut rooms: Vec<String> = c.ready["rooms"]
+        .as_array()
+        .expect("session:ready lists rooms")
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    rooms.sort();
+    rooms
+}
+
+#[tokio::test]
+async fn session_ready_lists_every_acked_membership_that_is_not_written_yet() {
+    let mut stack = Stack::two_gateways().await;
+    let mut ann = stack.connect_to(0, "Ann").await;
+    let mut bob = stack.connect_to(1, "Bob").await;
+    ann.join("kept").await;
+    bob.join("kept").await;
+    bob.join("left").await;
+    let t = bob.say("left", "written").await;
+    bob.persisted(&t).await;
+    let bob_user = bob.user.clone();
+    drop(bob);
+
+    stack.persisters.remove(0).process.stop().await;
+    for room in ["g1", "g2", "g3"] {
+        ann.ok(
+            "room:create",
+            json!({"room": room, "kind": "group", "members": [bob_user.id]}),
+        )
+        .await;
+    }
+    ann.ok(
+        "room:create",
+        json!({"room": "dm", "kind": "direct", "members": [bob_user.id]}),
+    )
+    .await;
+    ann.ok("room:create", json!({"room": "later", "kind": "group"}))
+        .await;
+    ann.ok("room:invite", json!({"room": "later", "user": bob_user.id}))
+        .await;
+    // Bob leaves "left" from the other gateway; it is not written either.
+    let mut bob_rest = WsClient::connect(&stack.gateways[0].ws_url(), bob_user.clone()).await;
+    bob_rest.ok("room:leave", json!({"room": "left"})).await;
+    drop(bob_rest);
+
+    let expected = ["dm", "g1", "g2", "g3", "kept", "later"];
+    for gateway in [0, 1] {
+        let bob = WsClient::connect(&stack.gateways[gateway].ws_url(), bob_user.clone()).await;
+        assert_eq!(ready_rooms(&bob), expected, "on gateway {gateway}");
+    }
+    stack.add_persister().await;
+    let t = ann.say("later", "written now").await;
+    ann.persisted(&t).await;
+    let bob = WsClient::connect(&stack.gateways[1].ws_url(), bob_user).await;
+    assert_eq!(ready_rooms(&bob), expected, "once written");
+}
