@@ -40,9 +40,12 @@ pub struct Written {
     pub now: Vec<Message>,
 }
 
-/// Inserts a run of new messages, giving each the next `seq` of its room in
-/// the order given. Messages already stored (a redelivery, a replay, a late
-/// retry with the same `client_id`) are skipped and get no new `seq`.
+/// Inserts a run of new messages. Each gets the `seq` after the message
+/// before it in its room in stream order — the stored one, or one just
+/// inserted — so `seq` follows the stream, and a replay after rows were
+/// lost gives each the `seq` it had. Messages already stored (a
+/// redelivery, a replay, a late retry with the same `client_id`) are
+/// skipped and take no `seq`.
 ///
 /// # Errors
 /// Any database error; the caller's transaction is then rolled back.
@@ -51,8 +54,8 @@ pub async fn insert_messages(
     batch: &[Positioned<'_>],
 ) -> Result<Written, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|m| m.job.id).collect();
-    let existing: HashSet<Uuid> =
-        sqlx::query_scalar::<_, Uuid>("SELECT id FROM messages WHERE id = ANY($1)")
+    let existing: HashMap<Uuid, i64> =
+        sqlx::query_as::<_, (Uuid, i64)>("SELECT id, seq FROM messages WHERE id = ANY($1)")
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?
@@ -61,7 +64,7 @@ pub async fn insert_messages(
 
     let told_again: Vec<Uuid> = batch
         .iter()
-        .filter(|m| m.redelivered && existing.contains(&m.job.id))
+        .filter(|m| m.redelivered && existing.contains_key(&m.job.id))
         .map(|m| m.job.id)
         .collect();
     let before = if told_again.is_empty() {
@@ -74,7 +77,7 @@ pub async fn insert_messages(
     let mut seen = HashSet::with_capacity(batch.len());
     let fresh: Vec<&Positioned<'_>> = batch
         .iter()
-        .filter(|m| !existing.contains(&m.job.id) && seen.insert(m.job.id))
+        .filter(|m| !existing.contains_key(&m.job.id) && seen.insert(m.job.id))
         .collect();
     if fresh.is_empty() {
         return Ok(Written {
@@ -83,19 +86,23 @@ pub async fn insert_messages(
         });
     }
 
-    let next_seq = reserve_seqs(tx, &fresh).await?;
-    let mut next_seq = next_seq;
-    let seqs: Vec<i64> = fresh
-        .iter()
-        .map(|m| {
-            // Every room in `fresh` got a range from reserve_seqs.
-            let seq = next_seq
-                .get_mut(m.job.room.as_str())
-                .expect("room reserved");
-            *seq += 1;
-            *seq
-        })
-        .collect();
+    let mut cursor = lock_rooms_and_find_anchors(tx, &fresh).await?;
+    let mut given = HashSet::with_capacity(fresh.len());
+    let mut seqs: Vec<i64> = Vec::with_capacity(fresh.len());
+    for m in batch {
+        let Some(at) = cursor.get_mut(m.job.room.as_str()) else {
+            continue;
+        };
+        match existing.get(&m.job.id) {
+            Some(&stored) => *at = (*at).max(stored),
+            None if given.insert(m.job.id) => {
+                *at += 1;
+                seqs.push(*at);
+            }
+            None => {}
+        }
+    }
+    record_last_seqs(tx, &cursor).await?;
 
     let room_ids: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
     let sender_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.sender.id).collect();
@@ -157,47 +164,67 @@ async fn messages_by_id(tx: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Messa
     Ok(rows.into_iter().map(Message::from).collect())
 }
 
-/// Moves each room's `last_seq` forward by its number of new messages in
-/// one statement, and returns for each room the seq just before its range.
-/// The row lock this takes is what keeps two writers of one room from
-/// handing out the same seq.
-async fn reserve_seqs(
+/// Takes each room's row lock (creating a room no join created: a replay
+/// that starts after the room's creation fell out of the stream), then
+/// finds, for each room, the `seq` of its last stored message before the
+/// room's first fresh one in stream order (0 when none). The lock comes
+/// first, so that the search sees every message another writer of the
+/// room committed.
+async fn lock_rooms_and_find_anchors(
     tx: &mut PgConnection,
     fresh: &[&Positioned<'_>],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let mut counts: HashMap<&str, (i64, DateTime<Utc>)> = HashMap::new();
+    let mut first: HashMap<&str, (u64, DateTime<Utc>)> = HashMap::new();
     for m in fresh {
-        let entry = counts
+        let entry = first
             .entry(m.job.room.as_str())
-            .or_insert((0, m.job.created_at));
-        entry.0 += 1;
+            .or_insert((m.stream_seq, m.job.created_at));
+        entry.0 = entry.0.min(m.stream_seq);
         entry.1 = entry.1.max(m.job.created_at);
     }
-    let rooms: Vec<&str> = counts.keys().copied().collect();
-    let ns: Vec<i64> = rooms.iter().map(|r| counts[r].0).collect();
-    let latest: Vec<DateTime<Utc>> = rooms.iter().map(|r| counts[r].1).collect();
-    // A message for a room no join created (a replay that starts after the
-    // room's creation fell out of the stream) creates it as a public group.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO rooms AS r (id, kind, public, created_at, last_seq, last_message_at)
-         SELECT id, 'group', true, at, n, at FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(id, n, at)
+    let rooms: Vec<&str> = first.keys().copied().collect();
+    let from: Vec<i64> = rooms.iter().map(|r| first[r].0 as i64).collect();
+    let latest: Vec<DateTime<Utc>> = rooms.iter().map(|r| first[r].1).collect();
+    sqlx::query(
+        "INSERT INTO rooms AS r (id, kind, public, created_at, last_message_at)
+         SELECT id, 'group', true, at, at FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at)
          ON CONFLICT (id) DO UPDATE
-            SET last_seq = r.last_seq + EXCLUDED.last_seq,
-                last_message_at = GREATEST(r.last_message_at, EXCLUDED.last_message_at)
-         RETURNING id, last_seq",
+            SET last_message_at = GREATEST(r.last_message_at, EXCLUDED.last_message_at)",
     )
     .bind(&rooms)
-    .bind(&ns)
     .bind(&latest)
-    .fetch_all(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(room, last)| {
-            let n = counts[room.as_str()].0;
-            (room, last - n)
-        })
-        .collect())
+    sqlx::query_as(
+        "SELECT u.room,
+                COALESCE((SELECT m.seq FROM messages m
+                           WHERE m.room_id = u.room AND m.stream_seq < u.from_seq
+                           ORDER BY m.seq DESC LIMIT 1), 0)
+           FROM UNNEST($1::text[], $2::int8[]) AS u(room, from_seq)",
+    )
+    .bind(&rooms)
+    .bind(&from)
+    .fetch_all(&mut *tx)
+    .await
+    .map(|rows: Vec<(String, i64)>| rows.into_iter().collect())
+}
+
+/// Moves each room's `last_seq` up to the highest `seq` it now has.
+async fn record_last_seqs(
+    tx: &mut PgConnection,
+    last: &HashMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    let rooms: Vec<&str> = last.keys().map(String::as_str).collect();
+    let seqs: Vec<i64> = rooms.iter().map(|r| last[*r]).collect();
+    sqlx::query(
+        "UPDATE rooms r SET last_seq = GREATEST(r.last_seq, u.seq)
+           FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE r.id = u.id",
+    )
+    .bind(&rooms)
+    .bind(&seqs)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn stored_message(job: &NewMessage, seq: i64) -> Message {
@@ -300,7 +327,9 @@ pub async fn upsert_users(
 }
 
 /// Creates a room with its owner as first member. Returns false when the
-/// room exists already (a concurrent creation won; nothing changes).
+/// room exists already: a concurrent creation won, and nothing changes —
+/// unless this job is the one that created it (a replay after the members
+/// were lost), whose owner is then a member again.
 ///
 /// # Errors
 /// Any database error.
@@ -319,18 +348,18 @@ pub async fn create_room(tx: &mut PgConnection, r: &NewRoom) -> Result<bool, sql
     .await?
     .rows_affected()
         == 1;
-    if created {
-        sqlx::query(
-            "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at)
-             VALUES ($1, $2, $3, 'owner', $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(&r.room)
-        .bind(r.owner.id)
-        .bind(&r.owner.name)
-        .bind(r.at)
-        .execute(&mut *tx)
-        .await?;
-    }
+    sqlx::query(
+        "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at)
+         SELECT id, $2, $3, 'owner', $4 FROM rooms
+          WHERE id = $1 AND owner_id = $2 AND created_at = $4
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&r.room)
+    .bind(r.owner.id)
+    .bind(&r.owner.name)
+    .bind(r.at)
+    .execute(&mut *tx)
+    .await?;
     Ok(created)
 }
 

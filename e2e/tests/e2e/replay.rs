@@ -24,10 +24,9 @@ async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<Value>)> {
     all
 }
 
-#[tokio::test]
-async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_second_changes_nothing()
-{
-    let mut stack = Stack::start().await;
+/// A conversation that touches every table: messages with extras, edits,
+/// a delete, a read mark, a room with an admin, a leave.
+async fn chatter(stack: &Stack) {
     let mut ann = stack.connect("Ann").await;
     let mut bob = stack.connect("Bob").await;
     ann.join("lobby").await;
@@ -79,7 +78,13 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
     ann.expect_event("room:left").await;
     let role = bob.expect_event("room:role").await;
     assert_eq!(role["data"]["role"], "admin", "the new admin hears of it");
+}
 
+#[tokio::test]
+async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_second_changes_nothing()
+{
+    let mut stack = Stack::start().await;
+    chatter(&stack).await;
     let pool = stack.db.pool().await;
     let before = snapshot(&pool).await;
     assert_eq!(before[2].1.len(), 13, "all messages stored");
@@ -152,4 +157,39 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
         String::from_utf8_lossy(&rest.stderr)
     );
     assert_eq!(snapshot(&pool).await, before, "two ranges make the whole");
+}
+
+#[tokio::test]
+async fn a_replay_after_a_partial_loss_restores_every_row_with_its_seq() {
+    let mut stack = Stack::start().await;
+    chatter(&stack).await;
+    let pool = stack.db.pool().await;
+    let before = snapshot(&pool).await;
+    stack.persisters.remove(0).process.stop().await;
+    for loss in [
+        "DELETE FROM messages",
+        "DELETE FROM messages WHERE seq % 3 <> 1",
+        "DELETE FROM room_members",
+        "DELETE FROM users",
+        "DELETE FROM messages WHERE room_id = 'lobby' AND seq > 5",
+        "TRUNCATE rooms CASCADE",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(loss))
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_ne!(snapshot(&pool).await, before, "{loss} lost nothing");
+        for run in ["first", "second"] {
+            let out = persister_command(&stack.config, &["replay"]).await;
+            assert!(
+                out.status.success(),
+                "{run} replay after {loss}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let after = snapshot(&pool).await;
+            for ((table, a), (_, b)) in before.iter().zip(&after) {
+                assert_eq!(a, b, "table {table} after the {run} replay after {loss:?}");
+            }
+        }
+    }
 }
