@@ -65,13 +65,10 @@ impl Keys {
     /// # Errors
     /// Never in practice: HS256 signing of these claims cannot fail.
     pub fn mint_guest(&self, name: String) -> Result<(String, User), AuthError> {
-        let user = User {
-            id: Uuid::new_v4(),
-            name,
-        };
+        let user = User::named(Uuid::new_v4(), name);
         let claims = Claims {
             sub: user.id.to_string(),
-            name: Some(user.name.clone()),
+            name: user.name.clone(),
             exp: Utc::now().timestamp() + GUEST_TTL_S,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
@@ -92,7 +89,7 @@ impl Keys {
             .and_then(|n| shared::validate::display_name(&n).ok())
             .unwrap_or_else(|| format!("User {}", &id.simple().to_string()[..8]));
         Ok(Identity {
-            user: User { id, name },
+            user: User::named(id, name),
             expires_at: data.claims.exp,
         })
     }

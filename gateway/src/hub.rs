@@ -291,7 +291,7 @@ impl Hub {
     pub fn user(&self, id: Uuid) -> Option<shared::protocol::User> {
         self.read().users.get(&id).map(|u| shared::protocol::User {
             id,
-            name: u.name.clone(),
+            name: Some(u.name.clone()),
         })
     }
 
@@ -374,7 +374,7 @@ impl Hub {
                     .entry(conn.user)
                     .or_insert_with(|| shared::protocol::User {
                         id: conn.user,
-                        name: local.name.clone(),
+                        name: Some(local.name.clone()),
                     });
             }
         }
@@ -390,7 +390,7 @@ impl Hub {
                 (
                     shared::protocol::User {
                         id: *id,
-                        name: u.name.clone(),
+                        name: Some(u.name.clone()),
                     },
                     u.rooms.iter().cloned().collect(),
                 )

@@ -146,7 +146,7 @@ pub async fn user(app: &App, id: Uuid) -> Result<Option<User>, ApiError> {
     let name = store::user_name(&app.pool, id)
         .await
         .map_err(db_unavailable)?;
-    Ok(name.map(|name| User { id, name }))
+    Ok(name.map(|name| User::named(id, name)))
 }
 
 /// Refuses `user` unless they are a member of `room`. A member this

@@ -218,14 +218,17 @@ pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<Room
     Ok(RoomAck { room })
 }
 
-/// Users by id with their names, in the order given.
+/// Users by id with their names, in the order given. Any id names a user
+/// (the identity provider is the directory): one never seen has no name
+/// until their first token gives it.
 async fn named_users(app: &App, ids: &[Uuid]) -> Result<Vec<User>, ApiError> {
     let mut users = Vec::with_capacity(ids.len());
     for id in ids {
-        match membership::user(app, *id).await? {
-            Some(u) => users.push(u),
-            None => return Err(ApiError::new(ErrorCode::NotFound, format!("no user {id}"))),
-        }
+        let user = membership::user(app, *id).await?;
+        users.push(user.unwrap_or(User {
+            id: *id,
+            name: None,
+        }));
     }
     Ok(users)
 }
@@ -239,7 +242,7 @@ pub async fn announce_user(app: &App, user: &User) -> Result<(), ApiError> {
     let stored = store::user_name(&app.pool, user.id)
         .await
         .map_err(db_unavailable)?;
-    if stored.as_deref() == Some(user.name.as_str()) {
+    if stored.is_some() && stored == user.name {
         return Ok(());
     }
     let job = Job::Seen(UserSeen {
@@ -247,7 +250,7 @@ pub async fn announce_user(app: &App, user: &User) -> Result<(), ApiError> {
         at: shared::time::now_millis(),
     });
     // One job per name within the stream's duplicate window.
-    let msg_id = Uuid::new_v5(&user.id, user.name.as_bytes());
+    let msg_id = Uuid::new_v5(&user.id, user.name_or_empty().as_bytes());
     publish_job(app, &job, &msg_id.to_string()).await
 }
 

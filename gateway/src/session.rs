@@ -58,7 +58,8 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         // Not fatal: the user can chat; only being found by id waits.
         tracing::warn!(error = %err, "could not make a connecting user known");
     }
-    let (mut rooms, first) = Box::pin(app.hub.connect(conn.clone(), &user.name, stored)).await;
+    let (mut rooms, first) =
+        Box::pin(app.hub.connect(conn.clone(), user.name_or_empty(), stored)).await;
     rooms.sort();
     let ready = ServerFrame::new(
         event::SESSION_READY,

@@ -79,8 +79,12 @@ pub async fn origin(
 /// # Errors
 /// Any database error.
 pub async fn members(pool: &PgPool, room: &str) -> Result<Vec<User>, sqlx::Error> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT user_id, user_name FROM room_members WHERE room_id = $1 ORDER BY joined_at, user_id",
+    // The name each was last seen with; a member added by id who never
+    // connected has none.
+    let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT m.user_id, COALESCE(u.name, m.user_name)
+           FROM room_members m LEFT JOIN users u ON u.id = m.user_id
+          WHERE m.room_id = $1 ORDER BY m.joined_at, m.user_id",
     )
     .bind(room)
     .fetch_all(pool)

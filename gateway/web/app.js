@@ -3,6 +3,8 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
+// A user named by id who never connected has no name yet.
+const who = (u) => u.name || `User ${String(u.id).slice(0, 8)}`;
 const S = {
   token: null, user: null, ws: null, nextRef: 1, replies: new Map(),
   rooms: new Map(),          // id -> {id, name, kind, unread}
@@ -112,10 +114,10 @@ function handle(f) {
     case 'typing:stop': return onTyping(d, false);
     case 'room:joined': return onJoined(d);
     case 'room:left': return onLeft(d);
-    case 'room:role': return systemLine(d.room, `${d.user.name} is now ${d.role}`);
+    case 'room:role': return systemLine(d.room, `${who(d.user)} is now ${d.role}`);
     case 'presence:online': S.online.add(d.user.id); return renderPresence();
     case 'presence:offline': S.online.delete(d.user.id); return renderPresence();
-    case 'match:found': notice(`Matched with ${d.peer.name}`); return addDirect(d.room, d.peer).then(() => openRoom(d.room));
+    case 'match:found': notice(`Matched with ${who(d.peer)}`); return addDirect(d.room, d.peer).then(() => openRoom(d.room));
     case 'error': return notice(d.message);
   }
 }
@@ -162,7 +164,7 @@ function keepUnlisted() {
 }
 
 function addDirect(id, peer) {
-  return listRoom(id, { id, kind: 'direct', unread: 0, peer_id: peer.id, peer_name: peer.name });
+  return listRoom(id, { id, kind: 'direct', unread: 0, peer_id: peer.id, peer_name: who(peer) });
 }
 
 // A direct room goes by its other member; a group room by its name.
@@ -252,13 +254,13 @@ async function onJoined(d) {
     if (!S.current) openRoom(d.room);
     return;
   }
-  systemLine(d.room, `${d.user.name} joined`);
+  systemLine(d.room, `${who(d.user)} joined`);
   if (d.room === S.current && !S.members.some((u) => u.id === d.user.id)) renderMembers([...S.members, d.user]);
 }
 
 function onLeft(d) {
   if (d.user.id === S.user.id) { S.rooms.delete(d.room); S.unlisted.delete(d.room); renderRooms(); return; }
-  systemLine(d.room, `${d.user.name} left`);
+  systemLine(d.room, `${who(d.user)} left`);
   if (d.room === S.current) renderMembers(S.members.filter((u) => u.id !== d.user.id));
 }
 
@@ -302,12 +304,12 @@ function renderMessage(m, where = 'bottom') {
     q.textContent = orig ? `↪ ${orig.querySelector('.sender')?.textContent}: ${orig.querySelector('.text')?.textContent}` : '↪ an earlier message';
     li.append(q);
   }
-  const who = document.createElement('span'); who.className = 'sender'; who.textContent = m.sender.name;
+  const sender = document.createElement('span'); sender.className = 'sender'; sender.textContent = who(m.sender);
   const text = document.createElement('span'); text.className = 'text';
   text.textContent = m.deleted_at ? 'message deleted' : m.text;
   const meta = document.createElement('span'); meta.className = 'meta';
   meta.textContent = new Date(m.created_at).toLocaleTimeString() + (m.edited_at ? ' (edited)' : '');
-  li.append(who, text, meta);
+  li.append(sender, text, meta);
   for (const a of m.attachments) {
     const link = document.createElement('a'); link.href = a.url; link.textContent = ` 📎 ${a.name}`; link.rel = 'noopener';
     li.append(link);
@@ -324,7 +326,7 @@ function renderMessage(m, where = 'bottom') {
 function actions(m) {
   const span = document.createElement('span'); span.className = 'actions';
   const add = (label, fn) => { const b = document.createElement('button'); b.type = 'button'; b.textContent = label; b.onclick = fn; span.append(b); };
-  add('Reply', () => { S.replyTo = m.id; $('replying').hidden = false; $('replying').querySelector('span').textContent = `Replying to ${m.sender.name}`; $('message').focus(); });
+  add('Reply', () => { S.replyTo = m.id; $('replying').hidden = false; $('replying').querySelector('span').textContent = `Replying to ${who(m.sender)}`; $('message').focus(); });
   if (m.sender.id === S.user.id) {
     add('Edit', async () => {
       const text = prompt('Edit message', m.text);
@@ -349,7 +351,7 @@ function onRead(d) {
   if (!li) return;
   let receipt = li.querySelector('.receipt');
   if (!receipt) { receipt = document.createElement('span'); receipt.className = 'meta receipt'; li.append(receipt); }
-  const names = new Set((receipt.dataset.names || '').split('|').filter(Boolean)); names.add(d.user.name);
+  const names = new Set((receipt.dataset.names || '').split('|').filter(Boolean)); names.add(who(d.user));
   receipt.dataset.names = [...names].join('|');
   receipt.textContent = `Read by ${[...names].join(', ')}`;
 }
@@ -372,7 +374,7 @@ function scrollDown() { const log = $('log'); log.scrollTop = log.scrollHeight; 
 function onTyping(d, on) {
   if (on) {
     clearTyper(d.user.id);
-    S.typers.set(d.user.id, { name: d.user.name, room: d.room, timer: setTimeout(() => clearTyper(d.user.id), 7000) });
+    S.typers.set(d.user.id, { name: who(d.user), room: d.room, timer: setTimeout(() => clearTyper(d.user.id), 7000) });
   } else clearTyper(d.user.id);
   renderTypers();
 }
@@ -406,11 +408,11 @@ async function send(raw) {
   }
   if (S.replyTo) { data.reply_to = S.replyTo; S.replyTo = null; $('replying').hidden = true; }
   const li = document.createElement('li'); li.className = 'pending';
-  const who = document.createElement('span'); who.className = 'sender'; who.textContent = S.user.name;
+  const mine = document.createElement('span'); mine.className = 'sender'; mine.textContent = S.user.name;
   const text = document.createElement('span'); text.className = 'text'; text.textContent = data.text;
   const meta = document.createElement('span'); meta.className = 'meta';
   meta.textContent = data.deliver_after_s ? `scheduled in ${sched[1]}` : 'sending…';
-  li.append(who, text, meta); $('log').append(li); scrollDown();
+  li.append(mine, text, meta); $('log').append(li); scrollDown();
   try {
     const ack = await request('message:send', data);
     li.dataset.temp = ack.temp_id;
@@ -447,10 +449,10 @@ function renderMembers(members) {
   for (const u of members) {
     const span = document.createElement('span'); span.dataset.user = u.id;
     const dot = document.createElement('span'); dot.className = 'dot';
-    span.append(dot, ` ${u.name}`);
+    span.append(dot, ` ${who(u)}`);
     if (u.id !== S.user.id) {
       const b = document.createElement('button'); b.type = 'button'; b.textContent = 'Direct chat';
-      b.setAttribute('aria-label', `Direct chat with ${u.name}`);
+      b.setAttribute('aria-label', `Direct chat with ${who(u)}`);
       b.onclick = async () => {
         try { const { room } = await request('room:create', { kind: 'direct', members: [u.id] }); await addDirect(room, u); openRoom(room); }
         catch (err) { notice(err.message); }

@@ -105,7 +105,7 @@ pub async fn publish(
     .await?;
     let sender = User {
         id: uuid::Uuid::new_v4(),
-        name: "ceiling".into(),
+        name: Some("ceiling".into()),
     };
     let cpu_before = crate::cpu::sample(&common.watch);
     let took = publish_all(&js, count, window, |i| {
@@ -159,7 +159,7 @@ pub async fn pipeline(
     let senders: Vec<User> = (0..rooms.len() * 10)
         .map(|i| User {
             id: uuid::Uuid::new_v4(),
-            name: format!("lg {}.{}", i / 10, i % 10),
+            name: Some(format!("lg {}.{}", i / 10, i % 10)),
         })
         .collect();
     let pattern = format!("lg-{run}-%");

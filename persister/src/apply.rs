@@ -174,10 +174,14 @@ fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&str, DateTime<Utc>)> {
             Job::Read(r) => vec![(&r.user, r.at)],
             Job::Seen(u) => vec![(&u.user, u.at)],
         };
+        // A user named by id who never connected has no name to keep.
         for (user, at) in named {
-            let entry = users.entry(user.id).or_insert((user.name.as_str(), at));
+            let Some(name) = user.name.as_deref() else {
+                continue;
+            };
+            let entry = users.entry(user.id).or_insert((name, at));
             if at >= entry.1 {
-                *entry = (user.name.as_str(), at);
+                *entry = (name, at);
             }
         }
     }

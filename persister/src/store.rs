@@ -106,7 +106,7 @@ pub async fn insert_messages(
 
     let room_ids: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
     let sender_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.sender.id).collect();
-    let sender_names: Vec<&str> = fresh.iter().map(|m| m.job.sender.name.as_str()).collect();
+    let sender_names: Vec<&str> = fresh.iter().map(|m| m.job.sender.name_or_empty()).collect();
     let kinds: Vec<&str> = fresh.iter().map(|m| m.job.kind.as_str()).collect();
     let texts: Vec<&str> = fresh.iter().map(|m| m.job.text.as_str()).collect();
     let reply_to: Vec<Option<Uuid>> = fresh.iter().map(|m| m.job.reply_to).collect();

@@ -226,7 +226,7 @@ mod tests {
     fn user() -> User {
         User {
             id: Uuid::nil(),
-            name: "Ann".into(),
+            name: Some("Ann".into()),
         }
     }
 

@@ -111,7 +111,7 @@ mod tests {
     fn user(name: &str) -> User {
         User {
             id: Uuid::new_v4(),
-            name: name.into(),
+            name: Some(name.into()),
         }
     }
 

@@ -70,11 +70,28 @@ impl ApiError {
     }
 }
 
-/// A user as it appears inside events.
+/// A user as it appears inside events. `name` is `null` for a user named
+/// by id (invited, added to a room) who never connected: the identity
+/// provider is the directory, and the name comes with their first token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: Uuid,
-    pub name: String,
+    pub name: Option<String>,
+}
+
+impl User {
+    /// A user known by a token, with its name.
+    pub fn named(id: Uuid, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: Some(name.into()),
+        }
+    }
+
+    /// The name to show or store; empty for a user never seen.
+    pub fn name_or_empty(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
 }
 
 /// A member's role in a room.
@@ -490,7 +507,7 @@ mod tests {
             room: "lobby".into(),
             sender: User {
                 id: Uuid::nil(),
-                name: "Brave Otter 42".into(),
+                name: Some("Brave Otter 42".into()),
             },
             kind: MessageKind::Text,
             text: Some("hi".into()),

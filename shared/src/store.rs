@@ -42,7 +42,7 @@ impl From<MessageRow> for Message {
             room: r.room_id,
             sender: User {
                 id: r.sender_id,
-                name: r.sender_name,
+                name: Some(r.sender_name),
             },
             kind: MessageKind::from_stored(&r.kind),
             text: r.text,

@@ -14,7 +14,7 @@ fn job(room: &str, text: &str) -> Job {
         room: room.to_owned(),
         sender: User {
             id: Uuid::new_v4(),
-            name: "Direct".into(),
+            name: Some("Direct".into()),
         },
         kind: MessageKind::Text,
         text: text.to_owned(),

@@ -52,15 +52,6 @@ async fn a_private_room_admits_its_members_and_refuses_everyone_else() {
         "forbidden",
         "the id is taken"
     );
-    assert_eq!(
-        eve.refused(
-            "room:create",
-            json!({"kind": "group", "members": [uuid::Uuid::new_v4()]})
-        )
-        .await,
-        "not_found",
-        "an unknown user"
-    );
     let page = ann.ok("history:fetch", json!({"room": "club"})).await;
     assert_eq!(
         e2e::texts(&page),
@@ -307,4 +298,76 @@ async fn leaving_on_one_gateway_ends_the_rooms_events_on_the_other() {
             .await,
         "not_a_member"
     );
+}
+
+#[tokio::test]
+async fn users_named_by_id_before_they_ever_connect_are_members_at_once() {
+    let stack = Stack::two_gateways().await;
+    let mut ann = stack.connect_to(0, "Ann").await;
+    let (xia, yan) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    ann.ok(
+        "room:create",
+        json!({"room": "early", "kind": "group", "members": [xia]}),
+    )
+    .await;
+    ann.ok("room:invite", json!({"room": "early", "user": yan}))
+        .await;
+    let joined = ann.expect_event("room:joined").await;
+    assert_eq!(
+        joined["data"]["user"]["name"],
+        serde_json::Value::Null,
+        "{joined}"
+    );
+    ann.ok(
+        "room:create",
+        json!({"room": "dm-early", "kind": "direct", "members": [yan]}),
+    )
+    .await;
+
+    // Their first connection, with a token of the application's: the rooms
+    // are theirs, on any gateway, and they have a name from then on.
+    let exp = chrono::Utc::now().timestamp() + 600;
+    for (i, (id, name, rooms)) in [
+        (xia, "Xia", vec!["early"]),
+        (yan, "Yan", vec!["dm-early", "early"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let guest = e2e::Guest {
+            token: e2e::ws::token(id, name, exp),
+            id: id.to_string(),
+            name: name.to_owned(),
+        };
+        let mut c = WsClient::connect(&stack.gateways[i].ws_url(), guest.clone()).await;
+        let mut ready: Vec<&str> = c.ready["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        ready.sort_unstable();
+        assert_eq!(ready, rooms, "{name}'s session:ready");
+        let t = c.say("early", &format!("{name} here")).await;
+        ann.persisted(&t).await;
+        let listed =
+            e2e::get_json(&format!("{}/v1/rooms", stack.gateways[i].url), &guest.token).await;
+        let mut ids: Vec<&str> = listed["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, rooms, "{name}'s GET /v1/rooms");
+    }
+    let members = ann.ok("room:join", json!({"room": "early"})).await;
+    let mut names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Ann", "Xia", "Yan"], "named once seen: {members}");
 }

@@ -67,7 +67,7 @@ async fn a_stream_of_the_earlier_layout_is_upgraded_with_nats_and_every_job_pers
     js.create_stream(earlier_layout(&subjects)).await.unwrap();
     let ann = User {
         id: Uuid::new_v4(),
-        name: "Ann".into(),
+        name: Some("Ann".into()),
     };
     let join = Job::Join(Membership {
         room: "old".into(),
