@@ -264,40 +264,42 @@ fn get_messages(
         )
 }
 
+/// `POST /v1/rooms/{room}/<action>` by a signed-in user.
+fn room_action(
+    app: Arc<App>,
+    action: &'static str,
+) -> impl Filter<Extract = (String, User, Arc<App>), Error = Rejection> + Clone {
+    warp::path!("v1" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path(action))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(authenticated(app.clone()))
+        .and(with_app(app))
+}
+
 /// `POST /v1/rooms/{room}/join`: `room:join` over HTTP.
 fn join_room(
     app: Arc<App>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "rooms" / ..)
-        .and(room_id())
-        .and(warp::path!("join"))
-        .and(warp::post())
-        .and(authenticated(app.clone()))
-        .and(with_app(app))
-        .and_then(|room: String, user: User, app: Arc<App>| async move {
-            let ack = crate::rooms::join(&app, &user, &room)
-                .await
-                .map_err(refuse)?;
-            Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
-        })
+    room_action(app, "join").and_then(|room: String, user: User, app: Arc<App>| async move {
+        let ack = crate::rooms::join(&app, &user, &room)
+            .await
+            .map_err(refuse)?;
+        Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
+    })
 }
 
 /// `POST /v1/rooms/{room}/leave`: `room:leave` over HTTP.
 fn leave_room(
     app: Arc<App>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "rooms" / ..)
-        .and(room_id())
-        .and(warp::path!("leave"))
-        .and(warp::post())
-        .and(authenticated(app.clone()))
-        .and(with_app(app))
-        .and_then(|room: String, user: User, app: Arc<App>| async move {
-            let ack = crate::rooms::leave(&app, &user, &room)
-                .await
-                .map_err(refuse)?;
-            Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
-        })
+    room_action(app, "leave").and_then(|room: String, user: User, app: Arc<App>| async move {
+        let ack = crate::rooms::leave(&app, &user, &room)
+            .await
+            .map_err(refuse)?;
+        Ok::<_, Rejection>(reply_json(StatusCode::OK, &ack))
+    })
 }
 
 /// `GET /v1/rooms`.
