@@ -8,6 +8,7 @@
 //! `scripts/test.sh` starts what is needed and sets the variables.
 
 pub mod db;
+pub mod idp;
 pub mod procs;
 pub mod ws;
 
@@ -51,6 +52,7 @@ pub struct Guest {
 
 /// An HTTP client for the tests.
 pub fn http() -> reqwest::Client {
+    shared::net::install_tls_provider();
     reqwest::Client::builder()
         .timeout(WAIT)
         .build()

@@ -39,6 +39,8 @@ pub struct App {
     /// Set once at start (it needs the hub and NATS).
     pub presence: std::sync::OnceLock<Arc<crate::presence::Presence>>,
     pub keys: Keys,
+    /// Whether `POST /v1/auth/guest` mints tokens (`CHAT_GUEST_SIGNIN`).
+    pub guest_signin: bool,
     pub limits: Limits,
     /// One permit per open WebSocket.
     pub connection_slots: Arc<Semaphore>,
@@ -67,6 +69,7 @@ impl App {
         keys: Keys,
         limits: Limits,
         max_connections: usize,
+        guest_signin: bool,
     ) -> Self {
         let hub = Hub::new(client.clone(), subjects.clone());
         let db = shared::db::Watch::start(pool.clone());
@@ -78,6 +81,7 @@ impl App {
             hub,
             presence: std::sync::OnceLock::new(),
             keys,
+            guest_signin,
             limits,
             connection_slots: Arc::new(Semaphore::new(max_connections)),
             stop: CancellationToken::new(),

@@ -1,13 +1,21 @@
-//! Identity: HS256 JWTs minted for guests, or by any identity provider that
-//! shares the secret.
+//! Identity: HS256 JWTs minted for guests or by an identity provider that
+//! shares the secret, and RS256, ES256 and EdDSA tokens of the
+//! application's identity provider, verified against its public keys
+//! ([`crate::keys`]).
+
+use std::sync::Arc;
 
 use chrono::Utc;
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use rand::seq::IndexedRandom;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use shared::protocol::User;
 use uuid::Uuid;
+
+use crate::keys::{Jwks, PublicKey};
 
 /// Guest tokens live a day.
 pub const GUEST_TTL_S: i64 = 24 * 3600;
@@ -20,6 +28,10 @@ struct Claims {
     #[serde(default)]
     name: Option<String>,
     exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
 }
 
 /// A verified token's user and expiry.
@@ -39,25 +51,64 @@ pub enum AuthError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("token subject is not a UUID")]
     BadSubject,
+    #[error("no key verifies a token of this algorithm and kid")]
+    NoKey,
 }
 
+/// Who may sign tokens, and what a token must say.
 pub struct Keys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    secret: DecodingKey,
+    public: Vec<PublicKey>,
+    jwks: Option<Arc<Jwks>>,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl Keys {
+    /// HS256 tokens only, with `secret`.
     pub fn new(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_S;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_exp = true;
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            secret: DecodingKey::from_secret(secret.as_bytes()),
+            public: Vec::new(),
+            jwks: None,
+            issuer: None,
+            audience: None,
         }
+    }
+
+    /// Also the identity provider's public keys, from a PEM file and a JWKS.
+    pub fn with_public_keys(mut self, public: Vec<PublicKey>, jwks: Option<Arc<Jwks>>) -> Self {
+        self.public = public;
+        self.jwks = jwks;
+        self
+    }
+
+    /// `iss` and `aud` every token must carry, when set.
+    pub fn requiring(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
+        self.issuer = issuer.filter(|s| !s.is_empty());
+        self.audience = audience.filter(|s| !s.is_empty());
+        self
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = LEEWAY_S;
+        let mut required = vec!["exp", "sub"];
+        required.extend(self.issuer.as_ref().map(|_| "iss"));
+        required.extend(self.audience.as_ref().map(|_| "aud"));
+        v.set_required_spec_claims(&required);
+        v.validate_exp = true;
+        match &self.issuer {
+            Some(iss) => v.set_issuer(&[iss]),
+            None => v.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        v
     }
 
     /// A guest token for a new user.
@@ -70,31 +121,69 @@ impl Keys {
             sub: user.id.to_string(),
             name: user.name.clone(),
             exp: Utc::now().timestamp() + GUEST_TTL_S,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((token, user))
     }
 
-    /// Checks signature, algorithm (HS256 only, so `alg: none` fails), expiry
-    /// and that `sub` is a UUID.
+    /// Checks the signature with a key of the token's own algorithm (HS256:
+    /// the secret; RS256, ES256, EdDSA: the provider's keys, by `kid` in
+    /// the JWKS), the expiry, `iss` and `aud` when required, and that `sub`
+    /// is a UUID. `alg: none` and every other algorithm fail.
     ///
     /// # Errors
     /// Any of those checks failing.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation)?;
-        let id: Uuid = data.claims.sub.parse().map_err(|_| AuthError::BadSubject)?;
-        let name = data
-            .claims
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = decode_header(token)?;
+        let claims = match header.alg {
+            Algorithm::HS256 => {
+                decode::<Claims>(token, &self.secret, &self.validation(Algorithm::HS256))?.claims
+            }
+            alg @ (Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) => {
+                self.verify_public(token, alg, header.kid.as_deref())
+                    .await?
+            }
+            _ => return Err(AuthError::NoKey),
+        };
+        let id: Uuid = claims.sub.parse().map_err(|_| AuthError::BadSubject)?;
+        let name = claims
             .name
             .and_then(|n| shared::validate::display_name(&n).ok())
             .unwrap_or_else(|| format!("User {}", &id.simple().to_string()[..8]));
         Ok(Identity {
             user: User::named(id, name),
-            expires_at: data.claims.exp,
+            expires_at: claims.exp,
         })
+    }
+
+    /// Tries the keys of the token's algorithm: the JWKS key of its `kid`
+    /// first, then the PEM file's.
+    async fn verify_public(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Claims, AuthError> {
+        let mut candidates: Vec<PublicKey> = Vec::new();
+        if let (Some(jwks), Some(kid)) = (&self.jwks, kid) {
+            candidates.extend(jwks.key(kid).await);
+        }
+        candidates.extend(self.public.iter().cloned());
+        let validation = self.validation(alg);
+        let mut last = AuthError::NoKey;
+        for candidate in candidates.iter().filter(|k| k.alg == alg) {
+            match decode::<Claims>(token, &candidate.key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(err) => last = AuthError::Invalid(err),
+            }
+        }
+        Err(last)
     }
 }
 
+// Guest names: an adjective, an animal and a number.
 const ADJECTIVES: &[&str] = &[
     "Brave", "Calm", "Clever", "Curious", "Eager", "Gentle", "Happy", "Jolly", "Kind", "Lively",
     "Lucky", "Merry", "Nimble", "Proud", "Quick", "Quiet", "Shy", "Sunny", "Swift", "Witty",
@@ -126,35 +215,44 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn guest_tokens_verify_and_carry_the_user() {
+    #[tokio::test]
+    async fn guest_tokens_verify_and_carry_the_user() {
         let keys = Keys::new("s3cret");
         let (token, user) = keys.mint_guest("Ann".into()).unwrap();
-        let id = keys.verify(&token).unwrap();
+        let id = keys.verify(&token).await.unwrap();
         assert_eq!(id.user, user);
         assert!(id.expires_at > Utc::now().timestamp() + GUEST_TTL_S - 60);
     }
 
-    #[test]
-    fn bad_tokens_are_refused() {
+    #[tokio::test]
+    async fn bad_tokens_are_refused() {
         let keys = Keys::new("s3cret");
         let sub = Uuid::new_v4().to_string();
         let now = Utc::now().timestamp();
         let good = serde_json::json!({"sub": sub, "name": "A", "exp": now + 60});
-        assert!(keys.verify(&sign(&good, "s3cret")).is_ok());
-        assert!(keys.verify(&sign(&good, "other")).is_err(), "wrong key");
+        assert!(keys.verify(&sign(&good, "s3cret")).await.is_ok());
+        assert!(
+            keys.verify(&sign(&good, "other")).await.is_err(),
+            "wrong key"
+        );
         let expired = serde_json::json!({"sub": sub, "name": "A", "exp": now - 30});
-        assert!(keys.verify(&sign(&expired, "s3cret")).is_err(), "expired");
+        assert!(
+            keys.verify(&sign(&expired, "s3cret")).await.is_err(),
+            "expired"
+        );
         let within_leeway = serde_json::json!({"sub": sub, "name": "A", "exp": now - 2});
         assert!(
-            keys.verify(&sign(&within_leeway, "s3cret")).is_ok(),
+            keys.verify(&sign(&within_leeway, "s3cret")).await.is_ok(),
             "leeway"
         );
         let no_exp = serde_json::json!({"sub": sub, "name": "A"});
-        assert!(keys.verify(&sign(&no_exp, "s3cret")).is_err(), "no exp");
+        assert!(
+            keys.verify(&sign(&no_exp, "s3cret")).await.is_err(),
+            "no exp"
+        );
         let not_uuid = serde_json::json!({"sub": "bob", "name": "A", "exp": now + 60});
         assert!(matches!(
-            keys.verify(&sign(&not_uuid, "s3cret")),
+            keys.verify(&sign(&not_uuid, "s3cret")).await,
             Err(AuthError::BadSubject)
         ));
         // alg: none, unsigned.
@@ -164,8 +262,8 @@ mod tests {
             b64::encode(br#"{"alg":"none","typ":"JWT"}"#),
             b64::encode(good.to_string().as_bytes())
         );
-        assert!(keys.verify(&none).is_err(), "alg none");
-        assert!(keys.verify("garbage").is_err());
+        assert!(keys.verify(&none).await.is_err(), "alg none");
+        assert!(keys.verify("garbage").await.is_err());
     }
 
     /// Unpadded URL-safe base64, enough to forge an `alg: none` token.

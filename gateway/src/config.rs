@@ -23,6 +23,27 @@ pub struct Config {
     /// HMAC key of the HS256 tokens (its UTF-8 bytes).
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
     pub chat_jwt_secret: Option<String>,
+    /// A file of PEM public keys (RSA, EC P-256, Ed25519) of the identity
+    /// provider: RS256, ES256 and EdDSA tokens.
+    #[arg(long, env = "CHAT_JWT_PUBLIC_KEYS")]
+    pub chat_jwt_public_keys: Option<std::path::PathBuf>,
+    /// The identity provider's JWKS document; a token's `kid` picks the key.
+    #[arg(long, env = "CHAT_JWKS_URL")]
+    pub chat_jwks_url: Option<String>,
+    /// How often the JWKS document is fetched again, in seconds (and at
+    /// most every 30 s on an unknown `kid`).
+    #[arg(long, env = "CHAT_JWKS_REFRESH_S", default_value_t = 300)]
+    pub chat_jwks_refresh_s: u64,
+    /// When set, every token's `iss` must be this.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub chat_jwt_issuer: Option<String>,
+    /// When set, every token's `aud` must be this.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub chat_jwt_audience: Option<String>,
+    /// `on`: anyone may sign in as a guest; `off`: `POST /v1/auth/guest`
+    /// answers 403 and only the identity provider's tokens get in.
+    #[arg(long, env = "CHAT_GUEST_SIGNIN", default_value = "on", value_parser = ["on", "off"])]
+    pub chat_guest_signin: String,
     /// Frames a connection may send per second, sustained.
     #[arg(long, env = "GATEWAY_RATE_PER_S", default_value_t = 100.0)]
     pub gateway_rate_per_s: f64,
@@ -39,6 +60,32 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn guest_signin(&self) -> bool {
+        self.chat_guest_signin == "on"
+    }
+
+    /// Every key tokens may be signed with: the HS256 secret, the PEM file's
+    /// public keys and the JWKS, with the required `iss` and `aud`.
+    ///
+    /// # Errors
+    /// A key file or JWKS document that cannot be used, naming its setting.
+    pub async fn keys(&self) -> Result<crate::auth::Keys, crate::keys::KeysError> {
+        let public = match &self.chat_jwt_public_keys {
+            Some(path) => crate::keys::read_pem_file(path)?,
+            None => Vec::new(),
+        };
+        let jwks = match self.chat_jwks_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let every = std::time::Duration::from_secs(self.chat_jwks_refresh_s.max(1));
+                Some(crate::keys::Jwks::load(url, every).await?)
+            }
+            None => None,
+        };
+        Ok(crate::auth::Keys::new(&self.jwt_secret())
+            .with_public_keys(public, jwks)
+            .requiring(self.chat_jwt_issuer.clone(), self.chat_jwt_audience.clone()))
+    }
+
     /// The JWT secret, or the development one with a warning.
     pub fn jwt_secret(&self) -> String {
         match &self.chat_jwt_secret {

@@ -93,6 +93,7 @@ fn authenticated(app: Arc<App>) -> impl Filter<Extract = (User,), Error = Reject
                 .ok_or_else(|| unauthorized(&AuthError::Missing))?;
             app.keys
                 .verify(token)
+                .await
                 .map(|id| id.user)
                 .map_err(|e| unauthorized(&e))
         }
@@ -147,6 +148,12 @@ fn guest(
         .and(json_body::<GuestRequest>())
         .and(with_app(app))
         .and_then(|req: GuestRequest, app: Arc<App>| async move {
+            if !app.guest_signin {
+                return Err(refuse(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "guest sign-in is off: sign in with the application",
+                )));
+            }
             let name = match req.name {
                 Some(n) => shared::validate::display_name(&n).map_err(refuse)?,
                 None => crate::auth::friendly_name(),
@@ -189,7 +196,11 @@ fn websocket(
                     .map(str::to_owned)
                     .or(q.token)
                     .ok_or_else(|| unauthorized(&AuthError::Missing))?;
-                let identity = app.keys.verify(&token).map_err(|e| unauthorized(&e))?;
+                let identity = app
+                    .keys
+                    .verify(&token)
+                    .await
+                    .map_err(|e| unauthorized(&e))?;
                 Ok::<_, Rejection>((identity, app))
             },
         )

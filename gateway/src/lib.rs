@@ -12,6 +12,7 @@ pub mod body;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod keys;
 pub mod matching;
 pub mod membership;
 pub mod origins;
@@ -33,7 +34,6 @@ use shared::db::{self, Access};
 use tokio::net::TcpListener;
 
 use crate::app::{App, Limits};
-use crate::auth::Keys;
 use crate::config::Config;
 
 /// How long open connections get to finish what they have in hand after
@@ -67,9 +67,10 @@ pub async fn run(
         client.clone(),
         js.clone(),
         pool.clone(),
-        Keys::new(&config.jwt_secret()),
+        config.keys().await?,
         limits,
         config.gateway_max_connections,
+        config.guest_signin(),
     ));
 
     app.hub.follow_users().await?;

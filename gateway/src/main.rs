@@ -6,6 +6,7 @@ use gateway::config::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     config.log.init();
+    shared::net::install_tls_provider();
     let addr = config.gateway_addr;
     let listener =
         shared::net::listen(addr).with_context(|| format!("binding GATEWAY_ADDR {addr}"))?;

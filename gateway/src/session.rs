@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use shared::protocol::{
     event, ApiError, Envelope, ErrorCode, HistoryQuery, RequestType, RoomRef, SendMessage,
-    ServerFrame, User,
+    ServerFrame, SessionRefresh, User,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -74,8 +74,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         }
     }
 
-    let expires_in = (identity.expires_at - chrono::Utc::now().timestamp()).max(0) as u64;
-    let expiry = tokio::time::sleep(Duration::from_secs(expires_in));
+    let expiry = tokio::time::sleep_until(deadline(identity.expires_at));
     tokio::pin!(expiry);
     let mut handler = Handler {
         app: &app,
@@ -84,7 +83,9 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         bucket: TokenBucket::new(app.limits.rate_per_s, app.limits.rate_burst),
         typing: HashMap::new(),
         waiting: None,
+        expires_at: identity.expires_at,
     };
+    let mut expires_at = identity.expires_at;
     // Replies in the order their frames came; a send's waits for its PubAck
     // while the frames after it are read.
     let mut replies = FuturesOrdered::new();
@@ -134,6 +135,10 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
             // Ping and pong are answered by the protocol layer.
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => Reply::None,
         };
+        if handler.expires_at != expires_at {
+            expires_at = handler.expires_at;
+            expiry.as_mut().reset(deadline(expires_at));
+        }
         match reply {
             Reply::None => {}
             Reply::Now(reply) if replies.is_empty() => {
@@ -256,6 +261,9 @@ struct Handler<'a> {
     typing: HashMap<String, Instant>,
     /// This connection's place in the matching pool.
     waiting: Option<Waiting>,
+    /// When the connection's token expires (Unix seconds); moved by
+    /// `session:refresh`.
+    expires_at: i64,
 }
 
 struct Waiting {
@@ -456,8 +464,33 @@ impl Handler<'_> {
                 self.stop_waiting().await;
                 now(&requests::Empty {})
             }
+            RequestType::SessionRefresh => {
+                let r: SessionRefresh = data(env)?;
+                let id = app.keys.verify(&r.token).await.map_err(|err| {
+                    tracing::debug!(error = %err, "refused a refresh token");
+                    ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "that token is not valid; nothing changed",
+                    )
+                })?;
+                if id.user.id != user.id {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "that token is another user's; nothing changed",
+                    ));
+                }
+                self.expires_at = id.expires_at;
+                let at = chrono::DateTime::from_timestamp(id.expires_at, 0).unwrap_or_default();
+                now(&serde_json::json!({ "expires_at": at }))
+            }
         }
     }
+}
+
+/// The instant a token that expires at `unix_s` stops the connection.
+fn deadline(unix_s: i64) -> tokio::time::Instant {
+    let left = (unix_s - chrono::Utc::now().timestamp()).max(0);
+    tokio::time::Instant::now() + Duration::from_secs(left as u64)
 }
 
 /// Parses a frame's `data` as `T`; a missing `data` reads as `{}`.

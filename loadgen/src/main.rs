@@ -140,6 +140,7 @@ enum Ceiling {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shared::net::install_tls_provider();
     let Cli { common, scenario } = Cli::parse();
     let runs = match &scenario {
         // One-shot scenarios: the stack's state is part of the measure.

@@ -1,4 +1,4 @@
-//! Listening sockets.
+//! Listening sockets, and the TLS of outgoing HTTP.
 
 use std::net::SocketAddr;
 
@@ -22,4 +22,12 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// Makes ring the TLS provider of every HTTP client of the process (the
+/// one async-nats already builds on). Call it before building a client;
+/// calling it again does nothing.
+pub fn install_tls_provider() {
+    // Fails only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -262,6 +262,12 @@ impl Envelope<'_> {
     }
 }
 
+/// `session:refresh`: a newer token for the open connection.
+#[derive(Debug, Deserialize)]
+pub struct SessionRefresh {
+    pub token: String,
+}
+
 /// `room:join`, `room:leave`.
 #[derive(Debug, Deserialize)]
 pub struct RoomRef {
@@ -367,6 +373,7 @@ pub enum RequestType {
     HistoryFetch,
     MatchRandom,
     MatchCancel,
+    SessionRefresh,
 }
 
 impl RequestType {
@@ -386,6 +393,7 @@ impl RequestType {
             "history:fetch" => Self::HistoryFetch,
             "match:random" => Self::MatchRandom,
             "match:cancel" => Self::MatchCancel,
+            "session:refresh" => Self::SessionRefresh,
             _ => return None,
         })
     }

@@ -7,6 +7,7 @@ mod compose;
 mod conversation;
 mod duplicates;
 mod errors;
+mod identity;
 mod lifecycle;
 mod loadgen;
 mod matching;
