@@ -27,6 +27,8 @@ struct Claims {
     sub: String,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    avatar_url: Option<String>,
     exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
@@ -38,6 +40,8 @@ struct Claims {
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub user: User,
+    /// The token named the user (else `user.name` is made up from the id).
+    pub name_claimed: bool,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -120,6 +124,7 @@ impl Keys {
         let claims = Claims {
             sub: user.id.to_string(),
             name: user.name.clone(),
+            avatar_url: None,
             exp: Utc::now().timestamp() + GUEST_TTL_S,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -148,12 +153,21 @@ impl Keys {
             _ => return Err(AuthError::NoKey),
         };
         let id: Uuid = claims.sub.parse().map_err(|_| AuthError::BadSubject)?;
-        let name = claims
+        let claimed = claims
             .name
-            .and_then(|n| shared::validate::display_name(&n).ok())
-            .unwrap_or_else(|| format!("User {}", &id.simple().to_string()[..8]));
+            .and_then(|n| shared::validate::display_name(&n).ok());
+        let name_claimed = claimed.is_some();
+        let name = claimed.unwrap_or_else(|| format!("User {}", &id.simple().to_string()[..8]));
+        // A picture that is not an http(s) URL is left out, not fatal.
+        let avatar_url = claims
+            .avatar_url
+            .filter(|u| shared::validate::avatar_url(u).is_ok());
         Ok(Identity {
-            user: User::named(id, name),
+            user: User {
+                avatar_url,
+                ..User::named(id, name)
+            },
+            name_claimed,
             expires_at: claims.exp,
         })
     }

@@ -229,7 +229,8 @@ impl Room {
 }
 
 struct LocalUser {
-    name: String,
+    /// As the user's latest token or `user:update` has it.
+    profile: shared::protocol::User,
     rooms: HashSet<String>,
     conns: HashMap<ConnId, Conn>,
 }
@@ -289,10 +290,14 @@ impl Hub {
 
     /// The name of a user connected here.
     pub fn user(&self, id: Uuid) -> Option<shared::protocol::User> {
-        self.read().users.get(&id).map(|u| shared::protocol::User {
-            id,
-            name: Some(u.name.clone()),
-        })
+        self.read().users.get(&id).map(|u| u.profile.clone())
+    }
+
+    /// A local user's new profile (`user:update`).
+    pub fn update_profile(&self, profile: &shared::protocol::User) {
+        if let Some(u) = self.write().users.get_mut(&profile.id) {
+            u.profile = profile.clone();
+        }
     }
 
     /// Registers a new connection. `stored_rooms` are the user's rooms in
@@ -303,18 +308,18 @@ impl Hub {
     pub async fn connect(
         &self,
         conn: Conn,
-        name: &str,
+        profile: &shared::protocol::User,
         stored_rooms: Vec<String>,
     ) -> (Vec<String>, bool) {
         let (rooms, first) = {
             let mut inner = self.write();
             let first = !inner.users.contains_key(&conn.user);
             let user = inner.users.entry(conn.user).or_insert_with(|| LocalUser {
-                name: name.to_owned(),
+                profile: profile.clone(),
                 rooms: HashSet::new(),
                 conns: HashMap::new(),
             });
-            user.name = name.to_owned();
+            user.profile = profile.clone();
             user.rooms.extend(stored_rooms);
             user.conns.insert(conn.id, conn.clone());
             let rooms: Vec<String> = user.rooms.iter().cloned().collect();
@@ -372,10 +377,7 @@ impl Hub {
             if let Some(local) = inner.users.get(&conn.user) {
                 users
                     .entry(conn.user)
-                    .or_insert_with(|| shared::protocol::User {
-                        id: conn.user,
-                        name: Some(local.name.clone()),
-                    });
+                    .or_insert_with(|| local.profile.clone());
             }
         }
         users
@@ -385,16 +387,8 @@ impl Hub {
     pub fn local_users(&self) -> Vec<(shared::protocol::User, Vec<String>)> {
         self.read()
             .users
-            .iter()
-            .map(|(id, u)| {
-                (
-                    shared::protocol::User {
-                        id: *id,
-                        name: Some(u.name.clone()),
-                    },
-                    u.rooms.iter().cloned().collect(),
-                )
-            })
+            .values()
+            .map(|u| (u.profile.clone(), u.rooms.iter().cloned().collect()))
             .collect()
     }
 

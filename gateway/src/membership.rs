@@ -143,10 +143,7 @@ pub async fn user(app: &App, id: Uuid) -> Result<Option<User>, ApiError> {
     if let Some((Job::Seen(seen), _)) = last_job(app, app.subjects.user_job(&id)).await? {
         return Ok(Some(seen.user));
     }
-    let name = store::user_name(&app.pool, id)
-        .await
-        .map_err(db_unavailable)?;
-    Ok(name.map(|name| User::named(id, name)))
+    store::user(&app.pool, id).await.map_err(db_unavailable)
 }
 
 /// Refuses `user` unless they are a member of `room`. A member this

@@ -4,9 +4,9 @@
 
 use std::future::Future;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::events::RoomEvent;
-use shared::jobs::{self, Deletion, Edit, Job, NewMessage, ReadMark};
+use shared::jobs::{self, Deletion, Edit, Job, NewMessage, ReadMark, UserSeen};
 use shared::protocol::{
     event, ApiError, DeleteMessage, EditMessage, ErrorCode, HistoryQuery, MarkRead, Message,
     ReadEvent, RoomMember, SendMessage, User,
@@ -253,6 +253,92 @@ pub async fn announce_typing(app: &App, user: &User, room: &str, start: bool) {
     };
     let ev = RoomEvent::new(kind, room, RoomMember { room, user }).skipping(user.id);
     publish_event(app, room, &ev).await;
+}
+
+/// Makes a connecting user known by id, unless a persister already knows
+/// them under this name.
+///
+/// # Errors
+/// `unavailable`.
+pub async fn announce_user(app: &App, user: &User) -> Result<(), ApiError> {
+    let stored = store::user(&app.pool, user.id)
+        .await
+        .map_err(db_unavailable)?;
+    if stored.as_ref() == Some(user) {
+        return Ok(());
+    }
+    let job = Job::Seen(UserSeen {
+        user: user.clone(),
+        at: shared::time::now_millis(),
+    });
+    // One job per profile within the stream's duplicate window.
+    let profile = serde_json::to_vec(user).unwrap_or_default();
+    let msg_id = Uuid::new_v5(&user.id, &profile);
+    publish_job(app, &job, &msg_id.to_string()).await
+}
+
+/// `user:update`: a user's own name and picture.
+#[derive(Debug, Deserialize)]
+pub struct UserUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A URL, or `null` to remove the picture.
+    #[serde(default)]
+    pub avatar_url: Option<serde_json::Value>,
+}
+
+/// `user:update`: stores the new profile (a `Seen` job, so the persister
+/// keeps it) and tells the members of the user's rooms (`user:updated`).
+///
+/// # Errors
+/// `bad_request`, `unavailable`.
+pub async fn update_profile(app: &App, user: &User, req: UserUpdate) -> Result<User, ApiError> {
+    let mut next = user.clone();
+    if let Some(name) = req.name {
+        next.name = Some(validate::display_name(&name)?);
+    }
+    match req.avatar_url {
+        None => {}
+        Some(serde_json::Value::Null) => next.avatar_url = None,
+        Some(serde_json::Value::String(url)) => {
+            validate::avatar_url(&url)?;
+            next.avatar_url = Some(url);
+        }
+        Some(_) => return Err(ApiError::bad_request("avatar_url is a URL or null")),
+    }
+    announce_user(app, &next).await?;
+    app.hub.update_profile(&next);
+    let frame = serde_json::json!({ "user": &next });
+    for room in app.hub.rooms_of(user.id).unwrap_or_default() {
+        let ev = RoomEvent::new(event::USER_UPDATED, &room, &frame);
+        publish_event(app, &room, &ev).await;
+    }
+    Ok(next)
+}
+
+/// The profile a connecting user starts with: what their token claims,
+/// and for what it does not claim, what they were last seen with (a
+/// `user:update`, an earlier token).
+///
+/// # Errors
+/// `unavailable`.
+pub async fn profile_at_connect(
+    app: &App,
+    identity: &crate::auth::Identity,
+) -> Result<User, ApiError> {
+    let mut user = identity.user.clone();
+    if identity.name_claimed && user.avatar_url.is_some() {
+        return Ok(user);
+    }
+    if let Some(known) = crate::membership::user(app, user.id).await? {
+        if !identity.name_claimed && known.name.is_some() {
+            user.name = known.name;
+        }
+        if user.avatar_url.is_none() {
+            user.avatar_url = known.avatar_url;
+        }
+    }
+    Ok(user)
 }
 
 #[derive(Debug, Serialize)]

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use serde::Serialize;
-use shared::jobs::{Invitation, Job, Membership, NewRoom, RoleChange, UserSeen};
+use shared::jobs::{Invitation, Job, Membership, NewRoom, RoleChange};
 use shared::protocol::{ApiError, CreateRoom, ErrorCode, Invite, Role, RoomKind, SetRole, User};
 use shared::validate;
 use uuid::Uuid;
@@ -225,33 +225,9 @@ async fn named_users(app: &App, ids: &[Uuid]) -> Result<Vec<User>, ApiError> {
     let mut users = Vec::with_capacity(ids.len());
     for id in ids {
         let user = membership::user(app, *id).await?;
-        users.push(user.unwrap_or(User {
-            id: *id,
-            name: None,
-        }));
+        users.push(user.unwrap_or(User::unnamed(*id)));
     }
     Ok(users)
-}
-
-/// Makes a connecting user known by id, unless a persister already knows
-/// them under this name.
-///
-/// # Errors
-/// `unavailable`.
-pub async fn announce_user(app: &App, user: &User) -> Result<(), ApiError> {
-    let stored = store::user_name(&app.pool, user.id)
-        .await
-        .map_err(db_unavailable)?;
-    if stored.is_some() && stored == user.name {
-        return Ok(());
-    }
-    let job = Job::Seen(UserSeen {
-        user: user.clone(),
-        at: shared::time::now_millis(),
-    });
-    // One job per name within the stream's duplicate window.
-    let msg_id = Uuid::new_v5(&user.id, user.name_or_empty().as_bytes());
-    publish_job(app, &job, &msg_id.to_string()).await
 }
 
 /// `room:invite`: an owner or admin adds a member to a group room.

@@ -41,7 +41,10 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     let (tx, rx) = mpsc::channel::<Frame>(app.limits.queue);
     let closer = Closer::new(&app.stop);
     let writer = tokio::spawn(write_loop(sink, rx, closer.clone()));
-    let user = identity.user;
+    let user = match Box::pin(requests::profile_at_connect(&app, &identity)).await {
+        Ok(profile) => profile,
+        Err(_) => identity.user.clone(),
+    };
     let conn = Conn::new(app.next_conn_id(), user.id, tx.clone(), closer.clone());
 
     let stored = match Box::pin(crate::membership::rooms_of(&app, user.id)).await {
@@ -54,12 +57,11 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
             return;
         }
     };
-    if let Err(err) = Box::pin(crate::rooms::announce_user(&app, &user)).await {
+    if let Err(err) = Box::pin(requests::announce_user(&app, &user)).await {
         // Not fatal: the user can chat; only being found by id waits.
         tracing::warn!(error = %err, "could not make a connecting user known");
     }
-    let (mut rooms, first) =
-        Box::pin(app.hub.connect(conn.clone(), user.name_or_empty(), stored)).await;
+    let (mut rooms, first) = Box::pin(app.hub.connect(conn.clone(), &user, stored)).await;
     rooms.sort();
     let ready = ServerFrame::new(
         event::SESSION_READY,
@@ -78,7 +80,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     tokio::pin!(expiry);
     let mut handler = Handler {
         app: &app,
-        user: &user,
+        user: Arc::new(user),
         conn: &conn,
         bucket: TokenBucket::new(app.limits.rate_per_s, app.limits.rate_burst),
         typing: HashMap::new(),
@@ -160,10 +162,11 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     }
     Box::pin(handler.stop_typing(|_| true)).await;
     Box::pin(handler.stop_waiting()).await;
+    let user = Arc::clone(&handler.user);
     let rooms = app.hub.rooms_of(user.id).unwrap_or_default();
     if app.hub.disconnect(&conn) {
         if let Some(presence) = app.presence.get() {
-            presence.disconnected(user.clone(), rooms);
+            presence.disconnected(User::clone(&user), rooms);
         }
     }
     // With every sender gone the writer drains what is queued, then closes.
@@ -254,7 +257,8 @@ async fn until(deadline: Option<Instant>) {
 /// Turns one text frame into at most one reply.
 struct Handler<'a> {
     app: &'a App,
-    user: &'a User,
+    /// The user as their latest `user:update` has them.
+    user: Arc<User>,
     conn: &'a Conn,
     bucket: TokenBucket,
     /// Rooms this connection is typing in, with when that ends by itself.
@@ -281,7 +285,7 @@ impl Handler<'_> {
             return Ok(requests::Empty {});
         }
         let kv = matching::bucket(self.app).await?;
-        let asked = matching::ask(self.app, &kv, self.user, self.conn.id, self.app.id).await?;
+        let asked = matching::ask(self.app, &kv, &self.user, self.conn.id, self.app.id).await?;
         if let matching::Asked::Waiting(revision) = asked {
             self.waiting = Some(Waiting {
                 kv,
@@ -303,7 +307,7 @@ impl Handler<'_> {
         let Some(w) = self.waiting.as_mut() else {
             return;
         };
-        match matching::refresh(&w.kv, self.user, self.conn.id, self.app.id, w.revision).await {
+        match matching::refresh(&w.kv, &self.user, self.conn.id, self.app.id, w.revision).await {
             Some(revision) => {
                 w.revision = revision;
                 w.refresh_at = Instant::now() + matching::REFRESH;
@@ -324,7 +328,7 @@ impl Handler<'_> {
             .collect();
         for room in over {
             self.typing.remove(&room);
-            requests::announce_typing(self.app, self.user, &room, false).await;
+            requests::announce_typing(self.app, &self.user, &room, false).await;
         }
     }
 
@@ -401,7 +405,7 @@ impl Handler<'_> {
             .room
             .take()
             .ok_or_else(|| ApiError::bad_request("missing \"room\""))?;
-        requests::start_send(self.app, self.user, &room, req, Some(self.conn)).await
+        requests::start_send(self.app, &self.user, &room, req, Some(self.conn)).await
     }
 
     /// Handles a request. A send is answered once JetStream has stored it,
@@ -411,7 +415,9 @@ impl Handler<'_> {
         request: RequestType,
         env: &Envelope<'_>,
     ) -> Result<Answer, ApiError> {
-        let (app, user) = (self.app, self.user);
+        let app = self.app;
+        let user = Arc::clone(&self.user);
+        let user = &*user;
         match request {
             RequestType::MessageSend => {
                 let (temp_id, stored) = self.start_send(env).await?;
@@ -463,6 +469,12 @@ impl Handler<'_> {
             RequestType::MatchCancel => {
                 self.stop_waiting().await;
                 now(&requests::Empty {})
+            }
+            RequestType::UserUpdate => {
+                let next = requests::update_profile(app, user, data(env)?).await?;
+                let ack = serde_json::json!({ "user": &next });
+                self.user = Arc::new(next);
+                now(&ack)
             }
             RequestType::SessionRefresh => {
                 let r: SessionRefresh = data(env)?;

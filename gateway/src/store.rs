@@ -81,8 +81,8 @@ pub async fn origin(
 pub async fn members(pool: &PgPool, room: &str) -> Result<Vec<User>, sqlx::Error> {
     // The name each was last seen with; a member added by id who never
     // connected has none.
-    let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
-        "SELECT m.user_id, COALESCE(u.name, m.user_name)
+    let rows: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT m.user_id, COALESCE(u.name, m.user_name), u.avatar_url
            FROM room_members m LEFT JOIN users u ON u.id = m.user_id
           WHERE m.room_id = $1 ORDER BY m.joined_at, m.user_id",
     )
@@ -91,7 +91,11 @@ pub async fn members(pool: &PgPool, room: &str) -> Result<Vec<User>, sqlx::Error
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name)| User { id, name })
+        .map(|(id, name, avatar_url)| User {
+            id,
+            name,
+            avatar_url,
+        })
         .collect())
 }
 
@@ -249,9 +253,15 @@ pub async fn message_meta(
 ///
 /// # Errors
 /// Any database error.
-pub async fn user_name(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+pub async fn user(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT name, avatar_url FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(name, avatar_url)| User {
+        id,
+        name: Some(name),
+        avatar_url,
+    }))
 }

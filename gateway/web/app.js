@@ -5,6 +5,19 @@
 const $ = (id) => document.getElementById(id);
 // A user named by id who never connected has no name yet.
 const who = (u) => u.name || `User ${String(u.id).slice(0, 8)}`;
+// A user's picture, or their initials on a colour of their own.
+function avatarEl(u) {
+  if (u.avatar_url && /^https?:\/\//.test(u.avatar_url)) {
+    const img = document.createElement('img'); img.className = 'avatar'; img.alt = '';
+    img.src = u.avatar_url; img.referrerPolicy = 'no-referrer';
+    return img;
+  }
+  const span = document.createElement('span'); span.className = 'avatar initials'; span.setAttribute('aria-hidden', 'true');
+  span.textContent = who(u).split(/\s+/).filter(Boolean).slice(0, 2).map((w) => [...w][0]).join('').toUpperCase();
+  const hue = [...String(u.id)].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 360, 7);
+  span.style.background = `hsl(${hue} 55% 45%)`;
+  return span;
+}
 const S = {
   token: null, user: null, ws: null, nextRef: 1, replies: new Map(),
   rooms: new Map(),          // id -> {id, name, kind, unread}
@@ -309,7 +322,7 @@ function renderMessage(m, where = 'bottom') {
   text.textContent = m.deleted_at ? 'message deleted' : m.text;
   const meta = document.createElement('span'); meta.className = 'meta';
   meta.textContent = new Date(m.created_at).toLocaleTimeString() + (m.edited_at ? ' (edited)' : '');
-  li.append(sender, text, meta);
+  li.append(avatarEl(m.sender), sender, text, meta);
   for (const a of m.attachments) {
     const link = document.createElement('a'); link.href = a.url; link.textContent = ` 📎 ${a.name}`; link.rel = 'noopener';
     li.append(link);

@@ -106,6 +106,7 @@ pub async fn publish(
     let sender = User {
         id: uuid::Uuid::new_v4(),
         name: Some("ceiling".into()),
+        avatar_url: None,
     };
     let cpu_before = crate::cpu::sample(&common.watch);
     let took = publish_all(&js, count, window, |i| {
@@ -160,6 +161,7 @@ pub async fn pipeline(
         .map(|i| User {
             id: uuid::Uuid::new_v4(),
             name: Some(format!("lg {}.{}", i / 10, i % 10)),
+            avatar_url: None,
         })
         .collect();
     let pattern = format!("lg-{run}-%");

@@ -159,9 +159,9 @@ async fn apply_one(
     Ok(outcome)
 }
 
-/// Every user a batch names, with the name of their latest job.
-fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&str, DateTime<Utc>)> {
-    let mut users: HashMap<Uuid, (&str, DateTime<Utc>)> = HashMap::new();
+/// Every user a batch names, as their latest job has them.
+fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&User, DateTime<Utc>)> {
+    let mut users: HashMap<Uuid, (&User, DateTime<Utc>)> = HashMap::new();
     for item in batch {
         let named: Vec<(&User, DateTime<Utc>)> = match &item.job {
             Job::Message(m) => vec![(&m.sender, m.created_at)],
@@ -176,12 +176,12 @@ fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&str, DateTime<Utc>)> {
         };
         // A user named by id who never connected has no name to keep.
         for (user, at) in named {
-            let Some(name) = user.name.as_deref() else {
+            if user.name.is_none() {
                 continue;
-            };
-            let entry = users.entry(user.id).or_insert((name, at));
+            }
+            let entry = users.entry(user.id).or_insert((user, at));
             if at >= entry.1 {
-                *entry = (name, at);
+                *entry = (user, at);
             }
         }
     }

@@ -107,6 +107,10 @@ pub async fn insert_messages(
     let room_ids: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
     let sender_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.sender.id).collect();
     let sender_names: Vec<&str> = fresh.iter().map(|m| m.job.sender.name_or_empty()).collect();
+    let sender_avatars: Vec<Option<&str>> = fresh
+        .iter()
+        .map(|m| m.job.sender.avatar_url.as_deref())
+        .collect();
     let kinds: Vec<&str> = fresh.iter().map(|m| m.job.kind.as_str()).collect();
     let texts: Vec<&str> = fresh.iter().map(|m| m.job.text.as_str()).collect();
     let reply_to: Vec<Option<Uuid>> = fresh.iter().map(|m| m.job.reply_to).collect();
@@ -122,10 +126,11 @@ pub async fn insert_messages(
 
     sqlx::query(
         "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, reply_to,
-                               attachments, temp_id, client_id, created_at, stream_seq)
+                               attachments, temp_id, client_id, created_at, stream_seq,
+                               sender_avatar)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
                               $6::text[], $7::text[], $8::uuid[], $9::jsonb[], $10::uuid[],
-                              $11::text[], $12::timestamptz[], $13::int8[])",
+                              $11::text[], $12::timestamptz[], $13::int8[], $14::text[])",
     )
     .bind(&fresh_ids)
     .bind(&room_ids)
@@ -140,6 +145,7 @@ pub async fn insert_messages(
     .bind(&client_ids)
     .bind(&created)
     .bind(&stream_seqs)
+    .bind(&sender_avatars)
     .execute(&mut *tx)
     .await?;
 
@@ -304,22 +310,28 @@ pub async fn leave(tx: &mut PgConnection, room: &str, user: &User) -> Result<boo
 /// Any database error.
 pub async fn upsert_users(
     tx: &mut PgConnection,
-    users: &HashMap<Uuid, (&str, DateTime<Utc>)>,
+    users: &HashMap<Uuid, (&User, DateTime<Utc>)>,
 ) -> Result<(), sqlx::Error> {
     if users.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = users.keys().copied().collect();
-    let names: Vec<&str> = ids.iter().map(|id| users[id].0).collect();
+    let names: Vec<&str> = ids.iter().map(|id| users[id].0.name_or_empty()).collect();
+    let avatars: Vec<Option<&str>> = ids
+        .iter()
+        .map(|id| users[id].0.avatar_url.as_deref())
+        .collect();
     let seen: Vec<DateTime<Utc>> = ids.iter().map(|id| users[id].1).collect();
     sqlx::query(
-        "INSERT INTO users AS u (id, name, seen_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
-         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seen_at = EXCLUDED.seen_at
+        "INSERT INTO users AS u (id, name, avatar_url, seen_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+         ON CONFLICT (id) DO UPDATE
+            SET name = EXCLUDED.name, avatar_url = EXCLUDED.avatar_url, seen_at = EXCLUDED.seen_at
           WHERE u.seen_at <= EXCLUDED.seen_at",
     )
     .bind(&ids)
     .bind(&names)
+    .bind(&avatars)
     .bind(&seen)
     .execute(&mut *tx)
     .await?;

@@ -227,6 +227,7 @@ mod tests {
         User {
             id: Uuid::nil(),
             name: Some("Ann".into()),
+            avatar_url: None,
         }
     }
 

@@ -112,6 +112,7 @@ mod tests {
         User {
             id: Uuid::new_v4(),
             name: Some(name.into()),
+            avatar_url: None,
         }
     }
 

@@ -77,6 +77,10 @@ impl ApiError {
 pub struct User {
     pub id: Uuid,
     pub name: Option<String>,
+    /// An `http(s)` URL of the user's picture, from their token or
+    /// `user:update`.
+    #[serde(default)]
+    pub avatar_url: Option<String>,
 }
 
 impl User {
@@ -85,6 +89,16 @@ impl User {
         Self {
             id,
             name: Some(name.into()),
+            avatar_url: None,
+        }
+    }
+
+    /// A user known only by id: nobody has seen them yet.
+    pub fn unnamed(id: Uuid) -> Self {
+        Self {
+            id,
+            name: None,
+            avatar_url: None,
         }
     }
 
@@ -374,6 +388,7 @@ pub enum RequestType {
     MatchRandom,
     MatchCancel,
     SessionRefresh,
+    UserUpdate,
 }
 
 impl RequestType {
@@ -394,6 +409,7 @@ impl RequestType {
             "match:random" => Self::MatchRandom,
             "match:cancel" => Self::MatchCancel,
             "session:refresh" => Self::SessionRefresh,
+            "user:update" => Self::UserUpdate,
             _ => return None,
         })
     }
@@ -475,6 +491,7 @@ pub mod event {
     pub const ROOM_JOINED: &str = "room:joined";
     pub const ROOM_LEFT: &str = "room:left";
     pub const ROOM_ROLE: &str = "room:role";
+    pub const USER_UPDATED: &str = "user:updated";
     pub const SESSION_READY: &str = "session:ready";
     pub const ACK: &str = "ack";
     pub const ERROR: &str = "error";
@@ -516,6 +533,7 @@ mod tests {
             sender: User {
                 id: Uuid::nil(),
                 name: Some("Brave Otter 42".into()),
+                avatar_url: None,
             },
             kind: MessageKind::Text,
             text: Some("hi".into()),

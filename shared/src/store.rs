@@ -10,7 +10,7 @@ use crate::protocol::{Attachment, Message, MessageKind, User};
 #[macro_export]
 macro_rules! message_columns {
     () => {
-        "id, seq, room_id, sender_id, sender_name, kind, text, reply_to, \
+        "id, seq, room_id, sender_id, sender_name, sender_avatar, kind, text, reply_to, \
          attachments, temp_id, client_id, created_at, edited_at, deleted_at"
     };
 }
@@ -23,6 +23,7 @@ pub struct MessageRow {
     pub room_id: String,
     pub sender_id: Uuid,
     pub sender_name: String,
+    pub sender_avatar: Option<String>,
     pub kind: String,
     pub text: Option<String>,
     pub reply_to: Option<Uuid>,
@@ -43,6 +44,7 @@ impl From<MessageRow> for Message {
             sender: User {
                 id: r.sender_id,
                 name: Some(r.sender_name),
+                avatar_url: r.sender_avatar,
             },
             kind: MessageKind::from_stored(&r.kind),
             text: r.text,

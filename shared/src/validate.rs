@@ -140,6 +140,31 @@ pub fn display_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// Longest `avatar_url`.
+pub const MAX_AVATAR_URL_CHARS: usize = 2_048;
+
+/// A picture's address: an `https:` or `http:` URL of at most 2,048
+/// characters, without spaces or control characters.
+///
+/// # Errors
+/// `bad_request` otherwise.
+pub fn avatar_url(url: &str) -> Result<(), ApiError> {
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    if !scheme_ok || rest.is_empty() {
+        return Err(ApiError::bad_request("avatar_url must be an http(s) URL"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad_request("avatar_url must not contain spaces"));
+    }
+    if url.chars().count() > MAX_AVATAR_URL_CHARS {
+        return Err(ApiError::bad_request(
+            "avatar_url is longer than 2,048 characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Out-of-range limits are clamped, as the contract says.
 pub fn history_limit(limit: Option<i64>) -> i64 {
     limit

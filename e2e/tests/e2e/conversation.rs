@@ -26,7 +26,7 @@ async fn typing_reaches_the_others_never_the_typer_and_stops_by_itself() {
     let start = bob.expect_event("typing:start").await;
     assert_eq!(
         start["data"],
-        json!({"room": "typing", "user": {"id": ann.user.id, "name": "Ann"}})
+        json!({"room": "typing", "user": {"id": ann.user.id, "name": "Ann", "avatar_url": null}})
     );
     ann.ok("typing:stop", json!({"room": "typing"})).await;
     bob.expect_event("typing:stop").await;
@@ -82,7 +82,7 @@ async fn read_marks_move_forward_reach_the_sender_and_drive_unread_counts() {
     let read = bob.expect_event("message:read").await;
     assert_eq!(
         read["data"],
-        json!({"room": "reads", "user": {"id": ann.user.id, "name": "Ann"}, "message_id": ids[1]})
+        json!({"room": "reads", "user": {"id": ann.user.id, "name": "Ann", "avatar_url": null}, "message_id": ids[1]})
     );
     ann.expect_no("message:read", Duration::from_millis(200))
         .await;

@@ -15,6 +15,7 @@ fn job(room: &str, text: &str) -> Job {
         sender: User {
             id: Uuid::new_v4(),
             name: Some("Direct".into()),
+            avatar_url: None,
         },
         kind: MessageKind::Text,
         text: text.to_owned(),

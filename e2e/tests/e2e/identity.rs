@@ -77,7 +77,10 @@ async fn tokens_of_each_algorithm_are_accepted_and_forged_or_foreign_ones_refuse
         name: "Idp User".into(),
     };
     let ws = WsClient::connect(&stack.gateway().ws_url(), guest).await;
-    assert_eq!(ws.ready["user"], json!({"id": sub, "name": "Idp User"}));
+    assert_eq!(
+        ws.ready["user"],
+        json!({"id": sub, "name": "Idp User", "avatar_url": null})
+    );
 
     let confusion = hs256(&ok, &idp::public_pem("rsa-a"));
     for (what, token) in [
@@ -289,4 +292,109 @@ fn alg_none(claims: &serde_json::Value) -> String {
         b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
         b64.encode(claims.to_string())
     )
+}
+
+#[tokio::test]
+async fn profiles_come_from_the_token_or_user_update_and_show_wherever_the_user_appears() {
+    let stack = Stack::two_gateways().await;
+    let ann_id = uuid::Uuid::new_v4();
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let token = |claims: serde_json::Value| hs256(&claims, e2e::ws::TEST_SECRET);
+    let pic = "https://pics.example/ann.png";
+    let ann_guest = Guest {
+        token: token(
+            json!({"sub": ann_id.to_string(), "name": "Ann", "avatar_url": pic, "exp": exp}),
+        ),
+        id: ann_id.to_string(),
+        name: "Ann".into(),
+    };
+    let mut ann = WsClient::connect(&stack.gateways[0].ws_url(), ann_guest).await;
+    assert_eq!(ann.ready["user"]["avatar_url"], pic);
+    let mut bob = stack.connect_to(1, "Bob").await;
+    assert_eq!(bob.ready["user"]["avatar_url"], serde_json::Value::Null);
+    ann.join("faces").await;
+    bob.join("faces").await;
+    let t = ann.say("faces", "hi").await;
+    let m = bob.persisted(&t).await;
+    assert_eq!(
+        m["sender"],
+        json!({"id": ann_id, "name": "Ann", "avatar_url": pic})
+    );
+
+    // A picture that is not an http(s) URL is left out.
+    let odd = uuid::Uuid::new_v4();
+    let odd_guest = Guest {
+        token: token(
+            json!({"sub": odd.to_string(), "name": "Odd", "avatar_url": "javascript:alert(1)", "exp": exp}),
+        ),
+        id: odd.to_string(),
+        name: "Odd".into(),
+    };
+    let odd_ws = WsClient::connect(&stack.gateways[1].ws_url(), odd_guest).await;
+    assert_eq!(odd_ws.ready["user"]["avatar_url"], serde_json::Value::Null);
+
+    for bad in [
+        json!({"name": ""}),
+        json!({"avatar_url": "ftp://x/y.png"}),
+        json!({"avatar_url": 5}),
+    ] {
+        assert_eq!(
+            ann.refused("user:update", bad.clone()).await,
+            "bad_request",
+            "{bad}"
+        );
+    }
+    let new_pic = "https://pics.example/ann-2.png";
+    let ack = ann
+        .ok(
+            "user:update",
+            json!({"name": "Ann B", "avatar_url": new_pic}),
+        )
+        .await;
+    assert_eq!(ack["user"]["name"], "Ann B");
+    let updated = bob.expect_event("user:updated").await;
+    assert_eq!(
+        updated["data"]["user"],
+        json!({"id": ann_id, "name": "Ann B", "avatar_url": new_pic})
+    );
+    let t = ann.say("faces", "new look").await;
+    let m = bob.persisted(&t).await;
+    assert_eq!(m["sender"]["name"], "Ann B");
+    assert_eq!(m["sender"]["avatar_url"], new_pic);
+    let page = bob.ok("history:fetch", json!({"room": "faces"})).await;
+    assert_eq!(
+        page["messages"][0]["sender"]["avatar_url"], pic,
+        "as it was sent"
+    );
+    assert_eq!(page["messages"][1]["sender"]["avatar_url"], new_pic);
+    let deadline = Instant::now() + e2e::WAIT;
+    let members = loop {
+        let ack = bob.ok("room:join", json!({"room": "faces"})).await;
+        let me = ack["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == ann_id.to_string()).cloned())
+            .unwrap_or_default();
+        if me["avatar_url"] == new_pic {
+            break me;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new profile was never stored: {me}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(members["name"], "Ann B");
+
+    // A later token that claims no picture keeps the one Ann set.
+    drop(ann);
+    let again = Guest {
+        token: token(json!({"sub": ann_id.to_string(), "exp": exp})),
+        id: ann_id.to_string(),
+        name: "Ann B".into(),
+    };
+    let ann = WsClient::connect(&stack.gateways[1].ws_url(), again).await;
+    assert_eq!(
+        ann.ready["user"],
+        json!({"id": ann_id, "name": "Ann B", "avatar_url": new_pic})
+    );
 }

@@ -21,8 +21,14 @@ async fn two_users_on_different_gateways_are_matched_into_a_direct_room() {
     let a = found(&mut ann).await;
     let b = found(&mut bob).await;
     assert_eq!(a["room"], b["room"]);
-    assert_eq!(a["peer"], json!({"id": bob.user.id, "name": "Bob"}));
-    assert_eq!(b["peer"], json!({"id": ann.user.id, "name": "Ann"}));
+    assert_eq!(
+        a["peer"],
+        json!({"id": bob.user.id, "name": "Bob", "avatar_url": null})
+    );
+    assert_eq!(
+        b["peer"],
+        json!({"id": ann.user.id, "name": "Ann", "avatar_url": null})
+    );
     let room = a["room"].as_str().unwrap().to_owned();
     // Ann was added to the room: room:joined, then its events from then on.
     assert_eq!(

@@ -24,14 +24,14 @@ async fn two_users_in_a_room_exchange_messages() {
     let notice = ann.expect_event("room:joined").await;
     assert_eq!(
         notice["data"],
-        json!({"room": "lobby", "user": {"id": bob.user.id, "name": "Bob"}})
+        json!({"room": "lobby", "user": {"id": bob.user.id, "name": "Bob", "avatar_url": null}})
     );
 
     // The sender is the token's user, whatever the frame claims.
     let ack = ann
         .ok(
             "message:send",
-            json!({"room": "lobby", "text": "hello Bob", "sender": {"id": bob.user.id, "name": "Bob"}}),
+            json!({"room": "lobby", "text": "hello Bob", "sender": {"id": bob.user.id, "name": "Bob", "avatar_url": null}}),
         )
         .await;
     let temp_id = ack["temp_id"]
@@ -42,7 +42,10 @@ async fn two_users_in_a_room_exchange_messages() {
     let at_bob = bob.persisted(&temp_id).await;
     assert_eq!(at_ann, at_bob, "both see the same message");
     assert_eq!(at_bob["text"], "hello Bob");
-    assert_eq!(at_bob["sender"], json!({"id": ann.user.id, "name": "Ann"}));
+    assert_eq!(
+        at_bob["sender"],
+        json!({"id": ann.user.id, "name": "Ann", "avatar_url": null})
+    );
     assert_eq!(at_bob["seq"], 1);
     assert_eq!(at_bob["room"], "lobby");
     assert_eq!(at_bob["kind"], "text");
@@ -122,7 +125,7 @@ async fn a_message_crosses_two_gateways() {
     let left = ann.expect_event("room:left").await;
     assert_eq!(
         left["data"],
-        json!({"room": "bridge", "user": {"id": bob.user.id, "name": "Bob"}})
+        json!({"room": "bridge", "user": {"id": bob.user.id, "name": "Bob", "avatar_url": null}})
     );
     let t3 = ann.say("bridge", "after Bob left").await;
     ann.persisted(&t3).await;

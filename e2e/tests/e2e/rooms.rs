@@ -24,7 +24,7 @@ async fn a_private_room_admits_its_members_and_refuses_everyone_else() {
     let joined = bob.expect_event("room:joined").await;
     assert_eq!(
         joined["data"],
-        json!({"room": "club", "user": {"id": bob.user.id, "name": "Bob"}})
+        json!({"room": "club", "user": {"id": bob.user.id, "name": "Bob", "avatar_url": null}})
     );
     let t = bob.say("club", "thanks for the invite").await;
     assert_eq!(ann.persisted(&t).await["text"], "thanks for the invite");
@@ -196,7 +196,7 @@ async fn owners_and_admins_invite_and_only_the_owner_sets_roles() {
     let role = cat.expect_event("room:role").await;
     assert_eq!(
         role["data"],
-        json!({"room": "team", "user": {"id": bob.user.id, "name": "Bob"}, "role": "admin"})
+        json!({"room": "team", "user": {"id": bob.user.id, "name": "Bob", "avatar_url": null}, "role": "admin"})
     );
     // An admin invites, but still does not set roles.
     bob.ok("room:invite", json!({"room": "team", "user": dan.user.id}))

@@ -68,6 +68,7 @@ async fn a_stream_of_the_earlier_layout_is_upgraded_with_nats_and_every_job_pers
     let ann = User {
         id: Uuid::new_v4(),
         name: Some("Ann".into()),
+        avatar_url: None,
     };
     let join = Job::Join(Membership {
         room: "old".into(),
