@@ -77,7 +77,15 @@ fn p90(mut v: Vec<i64>) -> i64 {
 
 #[tokio::test]
 async fn a_reader_that_stops_is_cut_off_and_the_room_goes_on() {
-    let stack = Stack::build(&e2e::nats_url(), 1, 1, e2e::procs::UNTHROTTLED).await;
+    // A queue of 4,096 frames: the stalled reader is cut off all the same
+    // (the flood is 20,000), while the readers that keep up, on a machine
+    // the flood saturates, have room for a scheduling hiccup.
+    let env = [
+        e2e::procs::UNTHROTTLED,
+        &[("GATEWAY_CONNECTION_QUEUE", "4096")],
+    ]
+    .concat();
+    let stack = Stack::build(&e2e::nats_url(), 1, 1, &env).await;
     // Two rooms flooded at once: "stalled" has a member who stops reading,
     // "healthy" has none. The same machine load falls on both.
     let mut fast_stalled = stack.connect("Fast-1").await;
