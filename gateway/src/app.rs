@@ -41,6 +41,8 @@ pub struct App {
     pub keys: Keys,
     /// Whether `POST /v1/auth/guest` mints tokens (`CHAT_GUEST_SIGNIN`).
     pub guest_signin: bool,
+    /// The server API's keys.
+    pub api_keys: crate::auth::ApiKeys,
     pub limits: Limits,
     /// One permit per open WebSocket.
     pub connection_slots: Arc<Semaphore>,
@@ -70,6 +72,7 @@ impl App {
         limits: Limits,
         max_connections: usize,
         guest_signin: bool,
+        api_keys: crate::auth::ApiKeys,
     ) -> Self {
         let hub = Hub::new(client.clone(), subjects.clone());
         let db = shared::db::Watch::start(pool.clone());
@@ -82,6 +85,7 @@ impl App {
             presence: std::sync::OnceLock::new(),
             keys,
             guest_signin,
+            api_keys,
             limits,
             connection_slots: Arc::new(Semaphore::new(max_connections)),
             stop: CancellationToken::new(),

@@ -197,6 +197,36 @@ impl Keys {
     }
 }
 
+/// The application backend's keys for the server API (`CHAT_API_KEYS`).
+/// None: the server API refuses every call.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKeys(Vec<String>);
+
+impl ApiKeys {
+    /// Keys from a comma-separated list; empty entries are ignored.
+    pub fn parse(list: &str) -> Self {
+        Self(
+            list.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// Whether `key` is one of them, compared in time that does not depend
+    /// on where it differs.
+    pub fn accepts(&self, key: &str) -> bool {
+        self.0
+            .iter()
+            .fold(false, |found, k| found | same(k.as_bytes(), key.as_bytes()))
+    }
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 // Guest names: an adjective, an animal and a number.
 const ADJECTIVES: &[&str] = &[
     "Brave", "Calm", "Clever", "Curious", "Eager", "Gentle", "Happy", "Jolly", "Kind", "Lively",

@@ -44,6 +44,10 @@ pub struct Config {
     /// answers 403 and only the identity provider's tokens get in.
     #[arg(long, env = "CHAT_GUEST_SIGNIN", default_value = "on", value_parser = ["on", "off"])]
     pub chat_guest_signin: String,
+    /// Keys of the server API (`/v1/server/`), comma separated; unset, the
+    /// server API refuses every call.
+    #[arg(long, env = "CHAT_API_KEYS", hide_env_values = true)]
+    pub chat_api_keys: Option<String>,
     /// Frames a connection may send per second, sustained.
     #[arg(long, env = "GATEWAY_RATE_PER_S", default_value_t = 100.0)]
     pub gateway_rate_per_s: f64,

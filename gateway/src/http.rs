@@ -7,25 +7,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shared::health::Readiness;
 use shared::protocol::{ApiError, ErrorCode, HistoryQuery, SendMessage, User};
 use warp::http::StatusCode;
-use warp::reject::Reject;
 use warp::{Filter, Rejection, Reply};
 
-use crate::app::{App, BODY_LIMIT, FRAME_HARD_LIMIT};
+use crate::app::{App, FRAME_HARD_LIMIT};
 use crate::auth::{AuthError, Identity};
+use crate::filters::{json_body, refuse, reply_json, room_id, with_app, Refusal};
 use crate::requests;
-
-/// An `ApiError` travelling as a warp rejection.
-#[derive(Debug)]
-struct Refusal(ApiError);
-impl Reject for Refusal {}
-
-fn refuse(err: ApiError) -> Rejection {
-    warp::reject::custom(Refusal(err))
-}
 
 fn unauthorized(err: &AuthError) -> Rejection {
     tracing::debug!(error = %err, "refused a token");
@@ -48,7 +39,8 @@ pub fn routes(
         .or(get_messages(app.clone()))
         .or(join_room(app.clone()))
         .or(leave_room(app.clone()))
-        .or(list_rooms(app))
+        .or(list_rooms(app.clone()))
+        .or(crate::server_api::routes(app))
         .or(health)
         .recover(recover)
 }
@@ -78,10 +70,6 @@ fn web_client() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejec
     index.or(js).unify().or(css).unify()
 }
 
-fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
-    warp::any().map(move || app.clone())
-}
-
 /// The caller of a `/v1` endpoint, from `Authorization: Bearer`.
 fn authenticated(app: Arc<App>) -> impl Filter<Extract = (User,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
@@ -103,34 +91,6 @@ fn authenticated(app: Arc<App>) -> impl Filter<Extract = (User,), Error = Reject
 fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// A JSON body of at most [`BODY_LIMIT`] bytes, parsed by us so that every
-/// failure gets the contract's error; a larger one gets `413` whatever its
-/// size (see [`crate::body`]).
-fn json_body<T: for<'de> Deserialize<'de> + Send>(
-) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
-        .and(warp::body::stream())
-        .and_then(|len: Option<u64>, body| async move {
-            let body = crate::body::read(len, BODY_LIMIT, Box::pin(body))
-                .await
-                .map_err(|err| refuse(err.into()))?;
-            let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-                b"{}"
-            } else {
-                &body
-            };
-            serde_json::from_slice::<T>(body).map_err(|err| {
-                let msg = err.to_string();
-                let msg = msg.split(" at line").next().unwrap_or(&msg).to_owned();
-                refuse(ApiError::bad_request(format!("bad body: {msg}")))
-            })
-        })
-}
-
-fn reply_json<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,13 +184,6 @@ fn websocket(
                 }))
             },
         )
-}
-
-fn room_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::path::param::<String>().and_then(|room: String| async move {
-        shared::validate::room_id(&room).map_err(refuse)?;
-        Ok::<_, Rejection>(room)
-    })
 }
 
 /// `POST /v1/rooms/{room}/messages`: the WebSocket send over HTTP.

@@ -34,7 +34,12 @@ pub mod close {
     pub const TOO_BIG: (u16, &str) = (1009, "frame too large");
     pub const TOKEN_EXPIRED: (u16, &str) = (4001, "token expired");
     pub const TOO_SLOW: (u16, &str) = (4008, "too slow to read events; reconnect and catch up");
+    pub const DISCONNECTED: (u16, &str) = (4003, "disconnected by the application");
 }
+
+/// The kind of the internal event, on a user's subject, that closes every
+/// connection of that user on every gateway (the server API's disconnect).
+pub const DISCONNECT_EVENT: &str = "user:disconnect";
 
 /// How a connection is ended, and why.
 #[derive(Clone)]
@@ -525,6 +530,14 @@ impl Hub {
     /// first (so the user's connections get the room's events from now on),
     /// then the frame goes to the user's connections unless it skips them.
     async fn on_user_event(&self, user: Uuid, event: &RoomEvent) {
+        if event.kind == DISCONNECT_EVENT {
+            if let Some(local) = self.read().users.get(&user) {
+                for conn in local.conns.values() {
+                    conn.closer.close(close::DISCONNECTED);
+                }
+            }
+            return;
+        }
         if event.user == Some(user) {
             if let Some(room) = event.room.as_deref() {
                 if self.apply_membership(user, room, &event.kind) {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod filters;
 pub mod http;
 pub mod hub;
 pub mod keys;
@@ -21,6 +22,7 @@ pub mod publish;
 pub mod rate;
 pub mod requests;
 pub mod rooms;
+pub mod server_api;
 pub mod session;
 pub mod store;
 pub mod telemetry;
@@ -71,6 +73,7 @@ pub async fn run(
         limits,
         config.gateway_max_connections,
         config.guest_signin(),
+        crate::auth::ApiKeys::parse(config.chat_api_keys.as_deref().unwrap_or_default()),
     ));
 
     app.hub.follow_users().await?;

@@ -119,7 +119,8 @@ impl Presence {
         self.remotes().values().any(|r| r.users.contains_key(&user))
     }
 
-    fn online(&self, user: Uuid) -> bool {
+    /// Whether `user` has an open connection on any gateway.
+    pub fn online(&self, user: Uuid) -> bool {
         self.hub.has_user(user) || self.online_elsewhere(user)
     }
 

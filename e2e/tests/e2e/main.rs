@@ -20,5 +20,6 @@ mod races;
 mod replay;
 mod rooms;
 mod scheduled;
+mod server_api;
 mod slow;
 mod upgrade;
