@@ -9,7 +9,7 @@ use shared::events::RoomEvent;
 use shared::jobs::{self, Deletion, Edit, Job, NewMessage, ReadMark, UserSeen};
 use shared::protocol::{
     event, ApiError, DeleteMessage, EditMessage, ErrorCode, HistoryQuery, MarkRead, Message,
-    ReadEvent, RoomMember, SendMessage, User,
+    MessageKind, ReadEvent, RoomMember, SendMessage, User,
 };
 use shared::validate;
 use uuid::Uuid;
@@ -73,7 +73,55 @@ pub async fn start_send(
     ApiError,
 > {
     validate::room_id(room)?;
+    if req.kind == Some(MessageKind::System) {
+        return Err(ApiError::bad_request(
+            "only the application's backend sends system messages",
+        ));
+    }
     ensure_member(app, user, room).await?;
+    start_checked_send(app, user, room, req, conn).await
+}
+
+/// The server API's send: as the service itself (a system message, no
+/// sender) or as `sender`, with no membership needed.
+///
+/// # Errors
+/// As [`send`].
+pub async fn send_for_backend(
+    app: &App,
+    sender: Option<User>,
+    room: &str,
+    mut req: SendMessage,
+) -> Result<SendAck, ApiError> {
+    validate::room_id(room)?;
+    let sender = match sender {
+        Some(_) if req.kind == Some(MessageKind::System) => {
+            return Err(ApiError::bad_request("a system message has no sender"));
+        }
+        Some(user) => user,
+        None => {
+            req.kind = Some(MessageKind::System);
+            User::service()
+        }
+    };
+    let (_, stored) = start_checked_send(app, &sender, room, req, None).await?;
+    stored.await
+}
+
+/// A send whose sender may send in `room`.
+async fn start_checked_send(
+    app: &App,
+    user: &User,
+    room: &str,
+    req: SendMessage,
+    conn: Option<&Conn>,
+) -> Result<
+    (
+        Uuid,
+        impl Future<Output = Result<SendAck, ApiError>> + Send + 'static,
+    ),
+    ApiError,
+> {
     validate::text(&req.text)?;
     let attachments = req.attachments.unwrap_or_default();
     validate::attachments(&attachments)?;
@@ -189,6 +237,24 @@ pub async fn delete(app: &App, user: &User, req: DeleteMessage) -> Result<Empty,
         room: req.room,
         id: req.id,
         by: user.clone(),
+        at: shared::time::now_millis(),
+    });
+    publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
+    Ok(Empty {})
+}
+
+/// The server API's delete: any message of the room, by the service.
+///
+/// # Errors
+/// `bad_request`, `not_found`, `unavailable`.
+pub async fn delete_for_backend(app: &App, room: &str, id: Uuid) -> Result<Empty, ApiError> {
+    validate::room_id(room)?;
+    let service = User::service();
+    live_message(app, &service, room, id).await?;
+    let job = Job::Delete(Deletion {
+        room: room.to_owned(),
+        id,
+        by: service,
         at: shared::time::now_millis(),
     });
     publish_job(app, &job, &Uuid::new_v4().to_string()).await?;

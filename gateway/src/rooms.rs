@@ -91,6 +91,7 @@ async fn publish_join(app: &App, user: &User, room: &str) -> Result<(), ApiError
             user: user.clone(),
             at: shared::time::now_millis(),
             creates: origin.is_none(),
+            by: None,
         });
         match origin {
             Some(o) if !o.facts.public && o.facts.owner != user.id => {
@@ -125,6 +126,7 @@ pub async fn leave(app: &App, user: &User, room: &str) -> Result<Empty, ApiError
         user: user.clone(),
         at: shared::time::now_millis(),
         creates: false,
+        by: None,
     });
     publish_job(app, &job, &msg_id()).await?;
     app.hub.remove_member(user.id, room);
@@ -165,7 +167,9 @@ pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<Room
     if others.len() > MAX_CREATE_MEMBERS {
         return Err(ApiError::bad_request("at most 1,000 members at creation"));
     }
-    if req.kind == RoomKind::Direct && others.len() != 1 {
+    // The service creates rooms it is not a member of.
+    let peers = if user.is_service() { 2 } else { 1 };
+    if req.kind == RoomKind::Direct && others.len() != peers {
         return Err(ApiError::bad_request(
             "a direct room has exactly two members: you and one other user",
         ));
@@ -317,4 +321,87 @@ pub async fn set_role(app: &App, user: &User, req: SetRole) -> Result<Empty, Api
         }
     }
     Err(overtaken())
+}
+
+/// The server API adding `user` to `room`, or setting their role: the
+/// service needs no role of its own. A direct room keeps its members.
+///
+/// # Errors
+/// `bad_request`, `forbidden`, `not_found` (no such room), `unavailable`.
+pub async fn put_member_for_backend(
+    app: &App,
+    room: &str,
+    user: Uuid,
+    role: Option<Role>,
+) -> Result<Empty, ApiError> {
+    validate::room_id(room)?;
+    if role == Some(Role::Owner) {
+        return Err(ApiError::bad_request("role is \"admin\" or \"member\""));
+    }
+    let Some(origin) = membership::origin(app, room).await? else {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such room"));
+    };
+    let member = named_users(app, &[user]).await?.remove(0);
+    let service = User::service();
+    let standing = membership::membership(app, room, user).await?;
+    if standing.role.is_none() {
+        if origin.facts.kind == RoomKind::Direct {
+            return Err(forbidden("a direct room keeps its two members"));
+        }
+        let job = Job::Invite(Invitation {
+            room: room.to_owned(),
+            by: service.clone(),
+            user: member.clone(),
+            at: shared::time::now_millis(),
+            creation: false,
+        });
+        publish_job(app, &job, &msg_id()).await?;
+    }
+    let wanted = role.unwrap_or(Role::Member);
+    let current = standing.role.unwrap_or(Role::Member);
+    if current == Role::Owner && role.is_some() {
+        return Err(forbidden("the owner's role does not change"));
+    }
+    if current != wanted {
+        let job = Job::SetRole(RoleChange {
+            room: room.to_owned(),
+            by: service,
+            user: member,
+            role: wanted,
+            at: shared::time::now_millis(),
+        });
+        // After an invitation just published, the invitation is the last
+        // membership job; otherwise the one read.
+        publish_job(app, &job, &msg_id()).await?;
+    }
+    Ok(Empty {})
+}
+
+/// The server API taking `user` out of `room`: every member, the removed
+/// one included, gets `room:left`.
+///
+/// # Errors
+/// `bad_request`, `not_found` (not a member), `unavailable`.
+pub async fn remove_member_for_backend(
+    app: &App,
+    room: &str,
+    user: Uuid,
+) -> Result<Empty, ApiError> {
+    validate::room_id(room)?;
+    if membership::role(app, room, user).await?.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "that user is not a member of this room",
+        ));
+    }
+    let member = named_users(app, &[user]).await?.remove(0);
+    let job = Job::Leave(Membership {
+        room: room.to_owned(),
+        user: member,
+        at: shared::time::now_millis(),
+        creates: false,
+        by: Some(shared::protocol::SERVICE),
+    });
+    publish_job(app, &job, &msg_id()).await?;
+    Ok(Empty {})
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use shared::events::RoomEvent;
-use shared::protocol::{event, ApiError, ErrorCode, HistoryQuery, User};
+use shared::protocol::{
+    event, ApiError, CreateRoom, ErrorCode, HistoryQuery, Role, SendMessage, User,
+};
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
@@ -26,8 +28,159 @@ pub fn routes(
         .unify()
         .or(disconnect(app.clone()))
         .unify()
-        .or(put_user(app))
+        .or(put_user(app.clone()))
         .unify()
+        .or(create_room(app.clone()))
+        .unify()
+        .or(put_member(app.clone()))
+        .unify()
+        .or(delete_member(app.clone()))
+        .unify()
+        .or(post_message(app.clone()))
+        .unify()
+        .or(delete_message(app))
+        .unify()
+}
+
+fn empty_ok(_: crate::requests::Empty) -> warp::reply::Response {
+    reply_json(StatusCode::OK, &serde_json::json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewRoom {
+    #[serde(flatten)]
+    room: CreateRoom,
+    #[serde(default)]
+    owner: Option<Uuid>,
+}
+
+/// `POST /v1/server/rooms`: `room:create` on behalf of `owner`, or of the
+/// service itself (a member of nothing).
+fn create_room(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "server" / "rooms")
+        .and(warp::post())
+        .and(with_key(app))
+        .and(json_body::<NewRoom>())
+        .and_then(|app: Arc<App>, req: NewRoom| async move {
+            let creator = match req.owner {
+                Some(id) => crate::membership::user(&app, id)
+                    .await
+                    .map_err(refuse)?
+                    .unwrap_or(User::unnamed(id)),
+                None => User::service(),
+            };
+            let ack = crate::rooms::create_room(&app, &creator, req.room)
+                .await
+                .map_err(refuse)?;
+            Ok::<_, Rejection>(reply_json(StatusCode::CREATED, &ack))
+        })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MemberRole {
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+/// `PUT /v1/server/rooms/{room}/members/{user}`: adds a member or sets
+/// their role.
+fn put_member(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "server" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("members" / ..))
+        .and(user_id())
+        .and(warp::path::end())
+        .and(warp::put())
+        .and(with_key(app))
+        .and(json_body::<MemberRole>())
+        .and_then(
+            |room: String, user: Uuid, app: Arc<App>, req: MemberRole| async move {
+                crate::rooms::put_member_for_backend(&app, &room, user, req.role)
+                    .await
+                    .map(empty_ok)
+                    .map_err(refuse)
+            },
+        )
+}
+
+/// `DELETE /v1/server/rooms/{room}/members/{user}`.
+fn delete_member(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "server" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("members" / ..))
+        .and(user_id())
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(with_key(app))
+        .and_then(|room: String, user: Uuid, app: Arc<App>| async move {
+            crate::rooms::remove_member_for_backend(&app, &room, user)
+                .await
+                .map(empty_ok)
+                .map_err(refuse)
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct BackendMessage {
+    #[serde(flatten)]
+    message: SendMessage,
+    #[serde(default)]
+    sender: Option<Uuid>,
+}
+
+/// `POST /v1/server/rooms/{room}/messages`: a system message (no sender),
+/// or one as `sender`.
+fn post_message(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "server" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("messages"))
+        .and(warp::post())
+        .and(with_key(app))
+        .and(json_body::<BackendMessage>())
+        .and_then(
+            |room: String, app: Arc<App>, req: BackendMessage| async move {
+                let sender = match req.sender {
+                    Some(id) => Some(
+                        crate::membership::user(&app, id)
+                            .await
+                            .map_err(refuse)?
+                            .unwrap_or(User::unnamed(id)),
+                    ),
+                    None => None,
+                };
+                let ack = crate::requests::send_for_backend(&app, sender, &room, req.message)
+                    .await
+                    .map_err(refuse)?;
+                Ok::<_, Rejection>(reply_json(StatusCode::ACCEPTED, &ack))
+            },
+        )
+}
+
+/// `DELETE /v1/server/rooms/{room}/messages/{id}`.
+fn delete_message(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "server" / "rooms" / ..)
+        .and(room_id())
+        .and(warp::path!("messages" / ..))
+        .and(user_id())
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(with_key(app))
+        .and_then(|room: String, id: Uuid, app: Arc<App>| async move {
+            crate::requests::delete_for_backend(&app, &room, id)
+                .await
+                .map(empty_ok)
+                .map_err(refuse)
+        })
 }
 
 /// Lets a request through with a valid key; every other gets 401.
@@ -47,10 +200,11 @@ fn with_key(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Rejecti
     })
 }
 
+/// A UUID from the path (a user's or a message's id).
 fn user_id() -> impl Filter<Extract = (Uuid,), Error = Rejection> + Clone {
     warp::path::param::<String>().and_then(|id: String| async move {
         id.parse::<Uuid>()
-            .map_err(|_| refuse(ApiError::bad_request("a user id is a UUID")))
+            .map_err(|_| refuse(ApiError::bad_request("an id in the path is a UUID")))
     })
 }
 

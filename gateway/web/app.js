@@ -4,9 +4,12 @@
 
 const $ = (id) => document.getElementById(id);
 // A user named by id who never connected has no name yet.
-const who = (u) => u.name || `User ${String(u.id).slice(0, 8)}`;
+// A system message (from the application itself) has no sender.
+const SYSTEM = { id: '', name: 'System', avatar_url: null };
+const who = (u) => (u || SYSTEM).name || `User ${String(u.id).slice(0, 8)}`;
 // A user's picture, or their initials on a colour of their own.
 function avatarEl(u) {
+  u = u || SYSTEM;
   if (u.avatar_url && /^https?:\/\//.test(u.avatar_url)) {
     const img = document.createElement('img'); img.className = 'avatar'; img.alt = '';
     img.src = u.avatar_url; img.referrerPolicy = 'no-referrer';
@@ -291,14 +294,14 @@ function onMessage(m, tempId) {
   S.lastSeq.set(m.room, Math.max(S.lastSeq.get(m.room) ?? 0, m.seq));
   if (m.room !== S.current) {
     const room = S.rooms.get(m.room);
-    if (room && m.sender.id !== S.user.id) { room.unread = (room.unread || 0) + 1; renderRooms(); }
+    if (room && (m.sender || SYSTEM).id !== S.user.id) { room.unread = (room.unread || 0) + 1; renderRooms(); }
     else if (!room) refreshRooms();
     return;
   }
   const pending = document.querySelector(`#log li[data-temp="${CSS.escape(tempId)}"]`);
   if (pending) pending.remove();
   renderMessage(m);
-  clearTyper(m.sender.id);
+  if (m.sender) clearTyper(m.sender.id);
   scrollDown();
   markRead();
 }
@@ -309,7 +312,7 @@ function renderMessage(m, where = 'bottom') {
   const fresh = !li;
   if (fresh) li = document.createElement('li');
   li.className = m.deleted_at ? 'deleted' : '';
-  li.dataset.id = m.id; li.dataset.seq = m.seq; li.dataset.sender = m.sender.id;
+  li.dataset.id = m.id; li.dataset.seq = m.seq; li.dataset.sender = (m.sender || SYSTEM).id;
   li.textContent = '';
   if (m.reply_to) {
     const q = document.createElement('div'); q.className = 'quote';
@@ -340,7 +343,7 @@ function actions(m) {
   const span = document.createElement('span'); span.className = 'actions';
   const add = (label, fn) => { const b = document.createElement('button'); b.type = 'button'; b.textContent = label; b.onclick = fn; span.append(b); };
   add('Reply', () => { S.replyTo = m.id; $('replying').hidden = false; $('replying').querySelector('span').textContent = `Replying to ${who(m.sender)}`; $('message').focus(); });
-  if (m.sender.id === S.user.id) {
+  if (m.sender && m.sender.id === S.user.id) {
     add('Edit', async () => {
       const text = prompt('Edit message', m.text);
       if (text && text !== m.text) request('message:edit', { room: m.room, id: m.id, text }).catch((e) => notice(e.message));

@@ -35,9 +35,11 @@ pub enum Outcome {
         user: User,
         by_self: bool,
     },
+    /// A member left, or (`by_self` false) was taken out.
     Left {
         room: String,
         user: User,
+        by_self: bool,
     },
     RoleChanged {
         room: String,
@@ -121,6 +123,7 @@ async fn apply_one(
             .then(|| Outcome::Left {
                 room: m.room.clone(),
                 user: m.user.clone(),
+                by_self: m.by.is_none(),
             }),
         Job::CreateRoom(r) => {
             store::create_room(tx, r).await?;

@@ -48,11 +48,20 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             };
             (ev.skipping(user.id), Some((user.id, own)))
         }
-        Outcome::Left { room, user } => {
-            let ev = RoomEvent::new(event::ROOM_LEFT, room, RoomMember { room, user })
-                .about(user.id)
-                .skipping(user.id);
-            (ev.clone(), Some((user.id, ev)))
+        Outcome::Left {
+            room,
+            user,
+            by_self,
+        } => {
+            let ev =
+                RoomEvent::new(event::ROOM_LEFT, room, RoomMember { room, user }).about(user.id);
+            // One who left learnt it from the ack; one taken out hears it.
+            let own = if *by_self {
+                ev.clone().skipping(user.id)
+            } else {
+                ev.clone()
+            };
+            (ev.skipping(user.id), Some((user.id, own)))
         }
         Outcome::RoleChanged { room, user, role } => {
             // The member it is about hears of it on their own subject, as

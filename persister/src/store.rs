@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use shared::jobs::{
     Deletion, Edit, Invitation, Membership, NewMessage, NewRoom, ReadMark, RoleChange,
 };
-use shared::protocol::{Message, Role, RoomKind, User};
+use shared::protocol::{Message, Role, RoomKind, User, SERVICE};
 use shared::store::MessageRow;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -363,13 +363,14 @@ pub async fn create_room(tx: &mut PgConnection, r: &NewRoom) -> Result<bool, sql
     sqlx::query(
         "INSERT INTO room_members (room_id, user_id, user_name, role, joined_at)
          SELECT id, $2, $3, 'owner', $4 FROM rooms
-          WHERE id = $1 AND owner_id = $2 AND created_at = $4
+          WHERE id = $1 AND owner_id = $2 AND created_at = $4 AND $2 <> $5
          ON CONFLICT DO NOTHING",
     )
     .bind(&r.room)
     .bind(r.owner.id)
     .bind(&r.owner.name)
     .bind(r.at)
+    .bind(SERVICE)
     .execute(&mut *tx)
     .await?;
     Ok(created)
@@ -391,7 +392,7 @@ pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx:
           WHERE r.id = $1
             AND CASE WHEN r.kind = 'direct' OR $6
                      THEN r.owner_id = $2 AND r.created_at = $5
-                     ELSE EXISTS (SELECT 1 FROM room_members b
+                     ELSE $2 = $7 OR EXISTS (SELECT 1 FROM room_members b
                                    WHERE b.room_id = r.id AND b.user_id = $2
                                      AND b.role IN ('owner', 'admin'))
                 END
@@ -403,6 +404,7 @@ pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx:
     .bind(&i.user.name)
     .bind(i.at)
     .bind(i.creation)
+    .bind(SERVICE)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -422,12 +424,13 @@ pub async fn set_role(tx: &mut PgConnection, r: &RoleChange) -> Result<bool, sql
     let changed = sqlx::query(
         "UPDATE room_members m SET role = $4
           WHERE m.room_id = $1 AND m.user_id = $3 AND m.role <> 'owner' AND m.role <> $4
-            AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = $1 AND r.owner_id = $2)",
+            AND ($2 = $5 OR EXISTS (SELECT 1 FROM rooms r WHERE r.id = $1 AND r.owner_id = $2))",
     )
     .bind(&r.room)
     .bind(r.by.id)
     .bind(r.user.id)
     .bind(r.role.as_str())
+    .bind(SERVICE)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -507,7 +510,7 @@ pub async fn delete(tx: &mut PgConnection, d: &Deletion) -> Result<bool, sqlx::E
     let deleted = sqlx::query(
         "UPDATE messages m SET text = NULL, attachments = '[]', deleted_at = $4
           WHERE m.id = $1 AND m.room_id = $2 AND m.deleted_at IS NULL
-            AND (m.sender_id = $3 OR EXISTS (
+            AND ($3 = $5 OR m.sender_id = $3 OR EXISTS (
                  SELECT 1 FROM room_members a
                   WHERE a.room_id = $2 AND a.user_id = $3 AND a.role IN ('owner', 'admin')))",
     )
@@ -515,6 +518,7 @@ pub async fn delete(tx: &mut PgConnection, d: &Deletion) -> Result<bool, sqlx::E
     .bind(&d.room)
     .bind(d.by.id)
     .bind(d.at)
+    .bind(SERVICE)
     .execute(&mut *tx)
     .await?
     .rows_affected()

@@ -114,6 +114,10 @@ pub struct Membership {
     pub room: String,
     pub user: User,
     pub at: DateTime<Utc>,
+    /// Who took the user out (a leave they did not ask for: the server
+    /// API's removal); `None`: the user themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Uuid>,
     /// The gateway found no such room when it accepted the join.
     #[serde(default)]
     pub creates: bool,
@@ -238,6 +242,7 @@ mod tests {
             user: user(),
             at: "2026-11-22T10:00:00.123Z".parse().unwrap(),
             creates: false,
+            by: None,
         });
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.starts_with(r#"{"op":"join""#), "{text}");
@@ -253,6 +258,7 @@ mod tests {
             user: user(),
             at,
             creates: false,
+            by: None,
         });
         let role = Job::SetRole(RoleChange {
             room: "r".into(),

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::jobs::Job;
-use crate::protocol::{Role, RoomKind};
+use crate::protocol::{Role, RoomKind, SERVICE};
 
 /// What never changes about a room once it is created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +95,8 @@ pub fn decide(origin: Option<&Origin>, job: &Job, user: Uuid, is_origin: bool) -
             _ => Now(Some(Role::Member)),
         },
         Job::SetRole(r) => match origin {
-            Some(o) if o.owner != r.by.id || o.owner == user || r.role == Role::Owner => Refused,
+            Some(o) if r.by.id != SERVICE && o.owner != r.by.id => Refused,
+            Some(o) if o.owner == user || r.role == Role::Owner => Refused,
             _ => Now(Some(r.role)),
         },
         _ => Refused,
@@ -178,6 +179,7 @@ mod tests {
             user: bob.clone(),
             at,
             creates: false,
+            by: None,
         });
         assert_eq!(
             decide(Some(&first), &join, bob.id, false),

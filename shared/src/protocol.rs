@@ -108,6 +108,29 @@ impl User {
     }
 }
 
+/// The service itself: the author of what the application's backend does
+/// through the server API (system messages, rooms it owns, members it adds).
+pub const SERVICE: Uuid = Uuid::nil();
+
+impl User {
+    /// The service itself, as a job's author.
+    pub fn service() -> Self {
+        Self::unnamed(SERVICE)
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.id == SERVICE
+    }
+}
+
+fn sender_or_null<S: serde::Serializer>(user: &User, s: S) -> Result<S::Ok, S::Error> {
+    if user.is_service() {
+        s.serialize_none()
+    } else {
+        user.serialize(s)
+    }
+}
+
 /// A member's role in a room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +190,9 @@ pub enum MessageKind {
     Emoji,
     Image,
     File,
+    /// From the application's backend, with no sender: only the server API
+    /// sends these.
+    System,
 }
 
 impl MessageKind {
@@ -176,6 +202,7 @@ impl MessageKind {
             Self::Emoji => "emoji",
             Self::Image => "image",
             Self::File => "file",
+            Self::System => "system",
         }
     }
 
@@ -186,6 +213,7 @@ impl MessageKind {
             "emoji" => Self::Emoji,
             "image" => Self::Image,
             "file" => Self::File,
+            "system" => Self::System,
             _ => Self::Text,
         }
     }
@@ -207,6 +235,8 @@ pub struct Message {
     pub id: Uuid,
     pub seq: i64,
     pub room: String,
+    /// `null` for a system message (the service itself sent it).
+    #[serde(serialize_with = "sender_or_null")]
     pub sender: User,
     pub kind: MessageKind,
     pub text: Option<String>,

@@ -166,3 +166,165 @@ async fn the_backend_reads_rooms_names_users_and_disconnects_them_with_its_key()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn the_backend_drives_rooms_members_and_system_messages_seen_on_two_gateways() {
+    let stack = Stack::build(&e2e::nats_url(), 2, 1, &[("CHAT_API_KEYS", KEY)]).await;
+    let base = stack.gateways[0].url.clone();
+    let mut ann = stack.connect_to(0, "Ann").await;
+    let mut bob = stack.connect_to(1, "Bob").await;
+    let mut cat = stack.connect_to(0, "Cat").await;
+    let post = |path: &str, body: Value| {
+        call(
+            reqwest::Method::POST,
+            format!("{base}{path}"),
+            Some(KEY),
+            Some(body),
+        )
+    };
+
+    let (status, body) = post(
+        "/v1/server/rooms",
+        json!({"room": "team", "kind": "group", "members": [ann.user.id, bob.user.id]}),
+    )
+    .await;
+    assert_eq!((status, &body["room"]), (201, &json!("team")));
+    for c in [&mut ann, &mut bob] {
+        c.find("team joined", |v| {
+            v["type"] == "room:joined" && v["data"]["room"] == "team"
+        })
+        .await;
+    }
+    let (status, _) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/server/rooms/team/members/{}", cat.user.id),
+        Some(KEY),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    cat.find("team joined", |v| {
+        v["type"] == "room:joined" && v["data"]["room"] == "team"
+    })
+    .await;
+    let role = cat.find("made admin", |v| v["type"] == "room:role").await;
+    assert_eq!(role["data"]["role"], "admin");
+
+    // A system message: no sender; and one on a member's behalf.
+    let (status, ack) = post(
+        "/v1/server/rooms/team/messages",
+        json!({"text": "Welcome, team"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let system = bob.persisted(ack["temp_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (system["kind"].as_str(), &system["sender"]),
+        (Some("system"), &Value::Null)
+    );
+    ann.persisted(ack["temp_id"].as_str().unwrap()).await;
+    let (_, ack) = post(
+        "/v1/server/rooms/team/messages",
+        json!({"text": "on Ann's behalf", "sender": ann.user.id}),
+    )
+    .await;
+    let behalf = bob.persisted(ack["temp_id"].as_str().unwrap()).await;
+    assert_eq!(behalf["sender"]["id"], ann.user.id.as_str());
+    assert_eq!(
+        ann.refused(
+            "message:send",
+            json!({"room": "team", "text": "x", "kind": "system"})
+        )
+        .await,
+        "bad_request",
+        "only the backend sends system messages"
+    );
+
+    let (status, _) = call(
+        reqwest::Method::DELETE,
+        format!(
+            "{base}/v1/server/rooms/team/messages/{}",
+            system["id"].as_str().unwrap()
+        ),
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for c in [&mut ann, &mut bob] {
+        let d = c
+            .find("the delete", |v| v["type"] == "message:deleted")
+            .await;
+        assert_eq!(d["data"]["id"], system["id"]);
+    }
+
+    // Taking a member out: everyone hears it, the removed one included.
+    let (status, _) = call(
+        reqwest::Method::DELETE,
+        format!("{base}/v1/server/rooms/team/members/{}", bob.user.id),
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let bob_id = bob.user.id.clone();
+    for c in [&mut ann, &mut bob] {
+        let left = c.find("Bob out", |v| v["type"] == "room:left").await;
+        assert_eq!(left["data"]["user"]["id"], bob_id.as_str());
+    }
+    assert_eq!(
+        bob.refused(
+            "message:send",
+            json!({"room": "team", "text": "still here?"})
+        )
+        .await,
+        "not_a_member"
+    );
+
+    // Rooms on a member's behalf, and direct rooms, keep their rules.
+    let (status, _) = post(
+        "/v1/server/rooms",
+        json!({"room": "owned", "kind": "group", "members": [bob.user.id], "owner": ann.user.id}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    ann.ok(
+        "room:set_role",
+        json!({"room": "owned", "user": bob.user.id, "role": "admin"}),
+    )
+    .await;
+    let (status, _) = post(
+        "/v1/server/rooms",
+        json!({"room": "pair", "kind": "direct", "members": [ann.user.id, cat.user.id]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/server/rooms/pair/members/{}", bob.user.id),
+        Some(KEY),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    for (path, body, code) in [
+        ("/v1/server/rooms", json!({"kind": "nope"}), 400),
+        (
+            "/v1/server/rooms",
+            json!({"room": "team", "kind": "group"}),
+            403,
+        ),
+        ("/v1/server/rooms/team/messages", json!({"text": ""}), 400),
+    ] {
+        let (status, _) = post(path, body.clone()).await;
+        assert_eq!(status, code, "{path} {body}");
+    }
+    let (status, _) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/server/rooms/nowhere/members/{}", bob.user.id),
+        Some(KEY),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 404);
+}

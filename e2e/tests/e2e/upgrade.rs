@@ -75,6 +75,7 @@ async fn a_stream_of_the_earlier_layout_is_upgraded_with_nats_and_every_job_pers
         user: ann.clone(),
         at: shared::time::now_millis(),
         creates: true,
+        by: None,
     });
     publish(&js, join.subject(&subjects), &join).await;
     let mut ids = Vec::new();
