@@ -131,6 +131,10 @@ fn sender_or_null<S: serde::Serializer>(user: &User, s: S) -> Result<S::Ok, S::E
     }
 }
 
+fn sender_or_service<'de, D: serde::Deserializer<'de>>(d: D) -> Result<User, D::Error> {
+    Ok(Option::<User>::deserialize(d)?.unwrap_or_else(User::service))
+}
+
 /// A member's role in a room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -236,7 +240,10 @@ pub struct Message {
     pub seq: i64,
     pub room: String,
     /// `null` for a system message (the service itself sent it).
-    #[serde(serialize_with = "sender_or_null")]
+    #[serde(
+        serialize_with = "sender_or_null",
+        deserialize_with = "sender_or_service"
+    )]
     pub sender: User,
     pub kind: MessageKind,
     pub text: Option<String>,
@@ -561,7 +568,7 @@ mod tests {
             seq: 42,
             room: "lobby".into(),
             sender: User {
-                id: Uuid::nil(),
+                id: Uuid::from_u128(7),
                 name: Some("Brave Otter 42".into()),
                 avatar_url: None,
             },
@@ -581,5 +588,28 @@ mod tests {
         assert_eq!(v["kind"], "text");
         let back: Message = serde_json::from_value(v).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_system_message_has_no_sender_on_the_wire_and_reads_back_as_the_service() {
+        let m = Message {
+            id: Uuid::new_v4(),
+            seq: 1,
+            room: "r".into(),
+            sender: User::service(),
+            kind: MessageKind::System,
+            text: Some("Deploy at 5".into()),
+            reply_to: None,
+            attachments: vec![],
+            temp_id: Uuid::new_v4(),
+            client_id: None,
+            created_at: crate::time::now_millis(),
+            edited_at: None,
+            deleted_at: None,
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["sender"], serde_json::Value::Null);
+        assert_eq!(v["kind"], "system");
+        assert_eq!(serde_json::from_value::<Message>(v).unwrap(), m);
     }
 }
