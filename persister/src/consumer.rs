@@ -329,12 +329,16 @@ impl Worker {
 }
 
 /// Data exceptions (class 22) and integrity violations (class 23) fail the
-/// same way every time; anything else may succeed later.
+/// same way every time; anything else may succeed later. A unique
+/// violation (23505) is not the job's fault: every write is keyed and
+/// checked first, so it means another transaction wrote the same rows a
+/// moment before (a race) — retried, it finds them and skips them. It must
+/// never terminate an acked job.
 fn is_data_error(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => db
             .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+            .is_some_and(|c| (c.starts_with("22") || c.starts_with("23")) && c != "23505"),
         _ => false,
     }
 }

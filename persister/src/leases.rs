@@ -66,6 +66,7 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
     // writing until it fails to renew for GIVE_UP.
     let mut claim_after = Instant::now();
     let mut held: HashMap<u32, Held> = HashMap::new();
+    let mut stopping = Stopping::new();
     let mut tick = tokio::time::interval(ROUND);
     let mut members = 1;
     let mut round: u64 = 0;
@@ -82,7 +83,7 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
                 Err(err) => {
                     tracing::warn!(error = %err, "partition leases unreachable");
                     worker.state.set_consumer_ready(false);
-                    drop_stale(&mut held);
+                    drop_stale(&mut held, &mut stopping);
                     claim_after = Instant::now() + TTL;
                     if let Ok(again) = worker
                         .js
@@ -97,14 +98,14 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
         }
         round += 1;
         renew(&kv, &me, &mut held).await;
-        drop_stale(&mut held);
+        drop_stale(&mut held, &mut stopping);
         let share = (PARTITIONS as usize).div_ceil(members.max(1));
         while held.len() > share {
             let p = *held.keys().max().expect("more than share > 0 held");
             release(&kv, p, held.remove(&p).expect("just found")).await;
         }
         if Instant::now() >= claim_after {
-            claim(&kv, &me, &worker, &stop, share, &mut held).await;
+            claim(&kv, &me, &worker, &stop, share, &mut held, &stopping).await;
         }
         // Ready means doing its work: writing its share. A persister
         // waiting for a dead one's leases to expire is not.
@@ -173,20 +174,31 @@ async fn renew(kv: &kv::Store, me: &str, held: &mut HashMap<u32, Held>) {
     }
 }
 
+/// Partitions told to stop whose task may still be finishing its batch:
+/// none is claimed again, by this persister either, before its task ended,
+/// so one process never has two writers of a partition.
+type Stopping = HashMap<u32, JoinHandle<()>>;
+
 /// Stops writing partitions whose lease could not be renewed in time, and
 /// forgets those whose loop ended.
-fn drop_stale(held: &mut HashMap<u32, Held>) {
-    held.retain(|p, h| {
-        let keep = h.renewed.elapsed() < GIVE_UP && !h.task.is_finished();
-        if !keep {
+fn drop_stale(held: &mut HashMap<u32, Held>, stopping: &mut Stopping) {
+    stopping.retain(|_, task| !task.is_finished());
+    let stale: Vec<u32> = held
+        .iter()
+        .filter(|(_, h)| h.renewed.elapsed() >= GIVE_UP || h.task.is_finished())
+        .map(|(p, _)| *p)
+        .collect();
+    for p in stale {
+        let Some(h) = held.remove(&p) else { continue };
+        if !h.task.is_finished() {
             tracing::warn!(
                 partition = p,
                 "giving up a partition whose lease could not be kept"
             );
             h.stop.cancel();
+            stopping.insert(p, h.task);
         }
-        keep
-    });
+    }
 }
 
 /// Finishes the batch in hand on `p`, then frees its lease.
@@ -208,6 +220,7 @@ async fn claim(
     stop: &CancellationToken,
     share: usize,
     held: &mut HashMap<u32, Held>,
+    stopping: &Stopping,
 ) {
     let start = shared::subjects::partition(me);
     for i in 0..PARTITIONS {
@@ -215,7 +228,7 @@ async fn claim(
             return;
         }
         let p = (start + i) % PARTITIONS;
-        if held.contains_key(&p) {
+        if held.contains_key(&p) || stopping.contains_key(&p) {
             continue;
         }
         if let Ok(revision) = kv.create(lease_key(p), me.as_bytes().to_vec().into()).await {
