@@ -84,16 +84,21 @@ struct MemberRole {
     role: Option<Role>,
 }
 
-/// `PUT /v1/server/rooms/{room}/members/{user}`: adds a member or sets
-/// their role.
-fn put_member(
-    app: Arc<App>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+/// `/v1/server/rooms/{room}/members/{user}`.
+fn member_path() -> impl Filter<Extract = (String, Uuid), Error = Rejection> + Clone {
     warp::path!("v1" / "server" / "rooms" / ..)
         .and(room_id())
         .and(warp::path!("members" / ..))
         .and(user_id())
         .and(warp::path::end())
+}
+
+/// `PUT /v1/server/rooms/{room}/members/{user}`: adds a member or sets
+/// their role.
+fn put_member(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    member_path()
         .and(warp::put())
         .and(with_key(app))
         .and(json_body::<MemberRole>())
@@ -111,11 +116,7 @@ fn put_member(
 fn delete_member(
     app: Arc<App>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "server" / "rooms" / ..)
-        .and(room_id())
-        .and(warp::path!("members" / ..))
-        .and(user_id())
-        .and(warp::path::end())
+    member_path()
         .and(warp::delete())
         .and(with_key(app))
         .and_then(|room: String, user: Uuid, app: Arc<App>| async move {
