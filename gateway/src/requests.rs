@@ -123,6 +123,7 @@ async fn start_checked_send(
     ApiError,
 > {
     validate::text(&req.text)?;
+    let mentions = mentioned_members(app, room, req.mentions.unwrap_or_default()).await?;
     let attachments = req.attachments.unwrap_or_default();
     validate::attachments(&attachments)?;
     if let Some(cid) = &req.client_id {
@@ -157,6 +158,7 @@ async fn start_checked_send(
         attachments,
         client_id: req.client_id,
         created_at: due.unwrap_or_else(shared::time::now_millis),
+        mentions,
     });
     // A scheduled message's events come long after its ack: no gate.
     let gate = conn.filter(|_| due.is_none());
@@ -237,6 +239,50 @@ pub async fn delete(app: &App, user: &User, req: DeleteMessage) -> Result<Empty,
         room: req.room,
         id: req.id,
         by: user.clone(),
+        at: shared::time::now_millis(),
+    });
+    publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
+    Ok(Empty {})
+}
+
+/// Most members one message names.
+const MAX_MENTIONS: usize = 50;
+
+/// The members a message names, each once, in the order given.
+///
+/// # Errors
+/// `bad_request` for more than 50, or for someone who is not a member.
+async fn mentioned_members(app: &App, room: &str, ids: Vec<Uuid>) -> Result<Vec<Uuid>, ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<Uuid> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+    if ids.len() > MAX_MENTIONS {
+        return Err(ApiError::bad_request("a message names at most 50 members"));
+    }
+    for id in &ids {
+        if crate::membership::role(app, room, *id).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "mentions names {id}, who is not a member of this room"
+            )));
+        }
+    }
+    Ok(ids)
+}
+
+/// `room:notifications`: the user's own level in a room.
+///
+/// # Errors
+/// `bad_request`, `not_a_member`, `unavailable`.
+pub async fn set_notifications(
+    app: &App,
+    user: &User,
+    req: shared::protocol::RoomNotifications,
+) -> Result<Empty, ApiError> {
+    validate::room_id(&req.room)?;
+    ensure_member(app, user, &req.room).await?;
+    let job = Job::Notify(jobs::NotifySetting {
+        room: req.room,
+        user: user.clone(),
+        level: req.level,
         at: shared::time::now_millis(),
     });
     publish_job(app, &job, &Uuid::new_v4().to_string()).await?;

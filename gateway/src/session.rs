@@ -470,6 +470,9 @@ impl Handler<'_> {
                 self.stop_waiting().await;
                 now(&requests::Empty {})
             }
+            RequestType::RoomNotifications => {
+                now(&requests::set_notifications(app, user, data(env)?).await?)
+            }
             RequestType::UserUpdate => {
                 let next = requests::update_profile(app, user, data(env)?).await?;
                 let ack = serde_json::json!({ "user": &next });

@@ -178,6 +178,8 @@ pub struct RoomSummary {
     pub peer_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
+    /// The user's notification level here: `all`, `mentions` or `none`.
+    pub notifications: String,
 }
 
 /// The user's rooms with unread counts, most recently active first.
@@ -190,7 +192,7 @@ pub async fn room_list(pool: &PgPool, user: Uuid) -> Result<Vec<RoomSummary>, sq
                 (SELECT count(*) FROM messages m
                   WHERE m.room_id = r.id AND m.seq > rm.read_seq
                     AND m.sender_id <> rm.user_id AND m.deleted_at IS NULL) AS unread,
-                p.peer_id, p.peer_name
+                p.peer_id, p.peer_name, rm.notify AS notifications
            FROM room_members rm JOIN rooms r ON r.id = rm.room_id
            LEFT JOIN LATERAL (
                 SELECT o.user_id AS peer_id, u.name AS peer_name

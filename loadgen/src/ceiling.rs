@@ -41,6 +41,7 @@ fn message_job(subjects: &Subjects, room: &str, sender: &User, i: usize) -> Publ
         attachments: Vec::new(),
         client_id: None,
         created_at: shared::time::now_millis(),
+        mentions: Vec::new(),
     });
     Publish {
         subject: job.subject(subjects),

@@ -158,6 +158,10 @@ async fn apply_one(
         }
         // Written with every user of the batch by `upsert_users`.
         Job::Seen(_) => None,
+        Job::Notify(n) => {
+            store::set_notify(tx, n).await?;
+            None
+        }
     };
     Ok(outcome)
 }
@@ -176,6 +180,7 @@ fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&User, DateTime<Utc>)> {
             Job::Delete(d) => vec![(&d.by, d.at)],
             Job::Read(r) => vec![(&r.user, r.at)],
             Job::Seen(u) => vec![(&u.user, u.at)],
+            Job::Notify(n) => vec![(&n.user, n.at)],
         };
         // A user named by id who never connected has no name to keep.
         for (user, at) in named {

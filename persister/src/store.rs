@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use shared::jobs::{
-    Deletion, Edit, Invitation, Membership, NewMessage, NewRoom, ReadMark, RoleChange,
+    Deletion, Edit, Invitation, Membership, NewMessage, NewRoom, NotifySetting, ReadMark,
+    RoleChange,
 };
 use shared::protocol::{Message, Role, RoomKind, User, SERVICE};
 use shared::store::MessageRow;
@@ -107,6 +108,12 @@ pub async fn insert_messages(
     let room_ids: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
     let sender_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.sender.id).collect();
     let sender_names: Vec<&str> = fresh.iter().map(|m| m.job.sender.name_or_empty()).collect();
+    // Arrays of arrays are not a thing UNNEST takes: each message's
+    // mentions travel as a JSON array.
+    let mentions: Vec<serde_json::Value> = fresh
+        .iter()
+        .map(|m| serde_json::to_value(&m.job.mentions).unwrap_or_default())
+        .collect();
     let sender_avatars: Vec<Option<&str>> = fresh
         .iter()
         .map(|m| m.job.sender.avatar_url.as_deref())
@@ -127,10 +134,15 @@ pub async fn insert_messages(
     sqlx::query(
         "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, reply_to,
                                attachments, temp_id, client_id, created_at, stream_seq,
-                               sender_avatar)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
-                              $6::text[], $7::text[], $8::uuid[], $9::jsonb[], $10::uuid[],
-                              $11::text[], $12::timestamptz[], $13::int8[], $14::text[])",
+                               sender_avatar, mentions)
+         SELECT u.id, u.room, u.seq, u.sender, u.sender_name, u.kind, u.text, u.reply_to,
+                u.attachments, u.temp_id, u.client_id, u.created_at, u.stream_seq,
+                u.sender_avatar, ARRAY(SELECT jsonb_array_elements_text(u.mentions)::uuid)
+           FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
+                       $6::text[], $7::text[], $8::uuid[], $9::jsonb[], $10::uuid[],
+                       $11::text[], $12::timestamptz[], $13::int8[], $14::text[], $15::jsonb[])
+                AS u(id, room, seq, sender, sender_name, kind, text, reply_to, attachments,
+                     temp_id, client_id, created_at, stream_seq, sender_avatar, mentions)",
     )
     .bind(&fresh_ids)
     .bind(&room_ids)
@@ -146,6 +158,7 @@ pub async fn insert_messages(
     .bind(&created)
     .bind(&stream_seqs)
     .bind(&sender_avatars)
+    .bind(&mentions)
     .execute(&mut *tx)
     .await?;
 
@@ -248,6 +261,7 @@ fn stored_message(job: &NewMessage, seq: i64) -> Message {
         created_at: job.created_at,
         edited_at: None,
         deleted_at: None,
+        mentions: job.mentions.clone(),
     }
 }
 
@@ -302,6 +316,21 @@ pub async fn leave(tx: &mut PgConnection, room: &str, user: &User) -> Result<boo
         .rows_affected()
         == 1;
     Ok(left)
+}
+
+/// A member's notification level; a non-member's changes nothing. Jobs
+/// apply in stream order, so the last level set wins.
+///
+/// # Errors
+/// Any database error.
+pub async fn set_notify(tx: &mut PgConnection, n: &NotifySetting) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE room_members SET notify = $3 WHERE room_id = $1 AND user_id = $2")
+        .bind(&n.room)
+        .bind(n.user.id)
+        .bind(n.level.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Remembers the latest name of each user of a batch (one statement).

@@ -40,6 +40,16 @@ pub enum Job {
     /// A user connected under this name: makes the user known by id (to be
     /// invited, named in a new room) before they have done anything else.
     Seen(UserSeen),
+    /// A member's notification level in a room.
+    Notify(NotifySetting),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifySetting {
+    pub room: String,
+    pub user: User,
+    pub level: crate::protocol::NotifyLevel,
+    pub at: DateTime<Utc>,
 }
 
 /// The pseudo-room of user jobs: `@` cannot start a room id, so it never
@@ -59,6 +69,7 @@ impl Job {
             Job::Delete(d) => &d.room,
             Job::Read(r) => &r.room,
             Job::Seen(_) => USERS,
+            Job::Notify(n) => &n.room,
         }
     }
 
@@ -76,6 +87,7 @@ impl Job {
             Job::SetRole(r) => subjects.membership(room, &r.user.id),
             Job::Read(r) => subjects.job(room, &format!("read.{}", r.user.id)),
             Job::Seen(u) => subjects.user_job(&u.user.id),
+            Job::Notify(n) => subjects.job(room, &format!("notify.{}", n.user.id)),
         }
     }
 
@@ -107,6 +119,8 @@ pub struct NewMessage {
     pub attachments: Vec<Attachment>,
     pub client_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub mentions: Vec<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

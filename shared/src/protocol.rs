@@ -257,6 +257,9 @@ pub struct Message {
     pub edited_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The members the message names; `[]` when none.
+    #[serde(default)]
+    pub mentions: Vec<Uuid>,
 }
 
 /// The outer shape of every client frame; `data` is parsed once `type` says
@@ -341,6 +344,37 @@ pub struct SendMessage {
     pub client_id: Option<String>,
     #[serde(default)]
     pub deliver_after_s: Option<u64>,
+    /// Members the message names (at most 50); their notification level
+    /// `mentions` lets it reach them.
+    #[serde(default)]
+    pub mentions: Option<Vec<Uuid>>,
+}
+
+/// `room:notifications`.
+#[derive(Debug, Deserialize)]
+pub struct RoomNotifications {
+    pub room: String,
+    pub level: NotifyLevel,
+}
+
+/// Which messages of a room reach a member who is offline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyLevel {
+    #[default]
+    All,
+    Mentions,
+    None,
+}
+
+impl NotifyLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Mentions => "mentions",
+            Self::None => "none",
+        }
+    }
 }
 
 /// `room:create`.
@@ -426,6 +460,7 @@ pub enum RequestType {
     MatchCancel,
     SessionRefresh,
     UserUpdate,
+    RoomNotifications,
 }
 
 impl RequestType {
@@ -447,6 +482,7 @@ impl RequestType {
             "match:cancel" => Self::MatchCancel,
             "session:refresh" => Self::SessionRefresh,
             "user:update" => Self::UserUpdate,
+            "room:notifications" => Self::RoomNotifications,
             _ => return None,
         })
     }
@@ -581,6 +617,7 @@ mod tests {
             created_at: t,
             edited_at: None,
             deleted_at: None,
+            mentions: vec![],
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["created_at"], "2026-11-22T10:00:00.123Z");
@@ -606,6 +643,7 @@ mod tests {
             created_at: crate::time::now_millis(),
             edited_at: None,
             deleted_at: None,
+            mentions: vec![],
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["sender"], serde_json::Value::Null);

@@ -10,7 +10,7 @@ use crate::protocol::{Attachment, Message, MessageKind, User};
 #[macro_export]
 macro_rules! message_columns {
     () => {
-        "id, seq, room_id, sender_id, sender_name, sender_avatar, kind, text, reply_to, \
+        "id, seq, room_id, sender_id, sender_name, sender_avatar, kind, text, reply_to, mentions, \
          attachments, temp_id, client_id, created_at, edited_at, deleted_at"
     };
 }
@@ -27,6 +27,7 @@ pub struct MessageRow {
     pub kind: String,
     pub text: Option<String>,
     pub reply_to: Option<Uuid>,
+    pub mentions: Vec<Uuid>,
     pub attachments: sqlx::types::Json<Vec<Attachment>>,
     pub temp_id: Uuid,
     pub client_id: Option<String>,
@@ -55,6 +56,7 @@ impl From<MessageRow> for Message {
             created_at: r.created_at,
             edited_at: r.edited_at,
             deleted_at: r.deleted_at,
+            mentions: r.mentions,
         }
     }
 }

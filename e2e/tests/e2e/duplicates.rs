@@ -23,6 +23,7 @@ fn job(room: &str, text: &str) -> Job {
         attachments: vec![],
         client_id: None,
         created_at: shared::time::now_millis(),
+        mentions: Vec::new(),
     })
 }
 

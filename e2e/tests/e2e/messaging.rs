@@ -260,3 +260,87 @@ async fn a_reconnecting_user_gets_their_rooms_in_session_ready() {
     let again = e2e::WsClient::connect(&stack.gateway().ws_url(), user).await;
     assert_eq!(again.ready["rooms"], json!(["a-room", "b-room"]));
 }
+
+#[tokio::test]
+async fn messages_name_members_and_each_member_sets_what_reaches_them() {
+    let stack = Stack::two_gateways().await;
+    let mut ann = stack.connect_to(0, "Ann").await;
+    let mut bob = stack.connect_to(1, "Bob").await;
+    let mut cat = stack.connect_to(0, "Cat").await;
+    ann.join("named").await;
+    bob.join("named").await;
+
+    let t = ann
+        .ok(
+            "message:send",
+            json!({"room": "named", "text": "@Bob look", "mentions": [bob.user.id, bob.user.id]}),
+        )
+        .await["temp_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let m = bob.persisted(&t).await;
+    assert_eq!(m["mentions"], json!([bob.user.id]), "each once");
+    let plain = ann.say("named", "no one in particular").await;
+    assert_eq!(bob.persisted(&plain).await["mentions"], json!([]));
+    let many: Vec<String> = (0..51).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for (bad, why) in [
+        (json!([cat.user.id]), "someone who is not a member"),
+        (json!(many), "more than 50"),
+        (json!(["not-a-uuid"]), "not a UUID"),
+    ] {
+        assert_eq!(
+            ann.refused(
+                "message:send",
+                json!({"room": "named", "text": "x", "mentions": bad})
+            )
+            .await,
+            "bad_request",
+            "{why}"
+        );
+    }
+    let page = ann.ok("history:fetch", json!({"room": "named"})).await;
+    assert_eq!(page["messages"][0]["mentions"], json!([bob.user.id]));
+
+    bob.ok(
+        "room:notifications",
+        json!({"room": "named", "level": "mentions"}),
+    )
+    .await;
+    assert_eq!(
+        bob.refused(
+            "room:notifications",
+            json!({"room": "named", "level": "loud"})
+        )
+        .await,
+        "bad_request"
+    );
+    assert_eq!(
+        cat.refused(
+            "room:notifications",
+            json!({"room": "named", "level": "none"})
+        )
+        .await,
+        "not_a_member"
+    );
+    let level = |base: String, token: String| async move {
+        let rooms = e2e::get_json(&format!("{base}/v1/rooms"), &token).await;
+        rooms["rooms"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == "named").cloned())
+            .map(|r| r["notifications"].as_str().unwrap_or_default().to_owned())
+    };
+    let (bob_base, bob_token) = (stack.gateways[1].url.clone(), bob.user.token.clone());
+    e2e::eventually("Bob's level stored", || {
+        let (b, t) = (bob_base.clone(), bob_token.clone());
+        async move { (level(b, t).await.as_deref() == Some("mentions")).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        level(stack.gateways[0].url.clone(), ann.user.token.clone())
+            .await
+            .as_deref(),
+        Some("all"),
+        "the default"
+    );
+}

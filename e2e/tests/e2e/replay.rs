@@ -72,6 +72,21 @@ async fn chatter(stack: &Stack) {
         json!({"room": "inner", "user": bob.user.id, "role": "admin"}),
     )
     .await;
+    bob.ok(
+        "room:notifications",
+        json!({"room": "inner", "level": "mentions"}),
+    )
+    .await;
+    let named = ann
+        .ok(
+            "message:send",
+            json!({"room": "inner", "text": "for Bob", "mentions": [bob.user.id]}),
+        )
+        .await["temp_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ann.persisted(&named).await;
     bob.ok("room:leave", json!({"room": "lobby"})).await;
     // Each room's last change is persisted once its event arrives (rooms
     // in different partitions are written independently).
@@ -87,7 +102,7 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
     chatter(&stack).await;
     let pool = stack.db.pool().await;
     let before = snapshot(&pool).await;
-    assert_eq!(before[2].1.len(), 13, "all messages stored");
+    assert_eq!(before[2].1.len(), 14, "all messages stored");
 
     let p = stack.persisters.remove(0);
     p.process.stop().await;
@@ -149,7 +164,7 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(n > 0 && n < 13, "a prefix of the messages: {n}");
+    assert!(n > 0 && n < 14, "a prefix of the messages: {n}");
     let rest = persister_command(&stack.config, &["replay", "--from-seq", "7"]).await;
     assert!(
         rest.status.success(),

@@ -44,6 +44,7 @@ fn message(room: &str, sender: &User, text: String) -> NewMessage {
         attachments: Vec::new(),
         client_id: None,
         created_at: shared::time::now_millis(),
+        mentions: Vec::new(),
     }
 }
 
