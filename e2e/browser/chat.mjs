@@ -97,6 +97,30 @@ try {
   await message(ann, 'hello Bob').filter({ hasText: 'Read by Bob' }).waitFor();
   await shot(ann, 'read-receipt');
 
+  // Ann mentions Bob through the picker: "@Bo" offers him, a click
+  // completes the name, and the message carries the mention.
+  await ann.getByLabel('Message').pressSequentially('@Bo');
+  await ann.getByRole('listbox', { name: 'Mention a member' }).getByRole('button', { name: '@Bob' }).click();
+  await ann.getByLabel('Message').pressSequentially('see this');
+  const typed = await ann.getByLabel('Message').inputValue();
+  if (typed !== '@Bob see this') throw new Error(`the mention picker made "${typed}"`);
+  await ann.getByRole('button', { name: 'Send' }).click();
+  await message(bob, '@Bob see this').waitFor();
+  const mentions = await bob.evaluate(async () => {
+    const r = await fetch('/v1/rooms/lobby/messages', { headers: { Authorization: `Bearer ${S.token}` } });
+    const { messages } = await r.json();
+    return messages.find((m) => m.text === '@Bob see this')?.mentions;
+  });
+  const bobId = await bob.evaluate(() => S.user.id);
+  if (JSON.stringify(mentions) !== JSON.stringify([bobId])) throw new Error(`mentions stored: ${JSON.stringify(mentions)}`);
+  await shot(bob, 'mention');
+
+  // Ann mutes the lobby, and unmutes it.
+  await ann.getByRole('button', { name: 'Mute', exact: true }).click();
+  await ann.getByRole('button', { name: 'Unmute' }).waitFor();
+  await ann.getByRole('button', { name: 'Unmute' }).click();
+  await ann.getByRole('button', { name: 'Mute', exact: true }).waitFor();
+
   // Ann starts a direct room with Bob: her room list shows it by his name
   // with his presence at once, even while the room is not stored yet (the
   // persister is stopped). Then she goes back to the lobby.

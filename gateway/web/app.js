@@ -238,6 +238,7 @@ async function openRoom(id) {
   S.membersRoom = id;
   S.lastSeq.delete(id); S.firstSeq.delete(id);
   const room = S.rooms.get(id); if (room) room.unread = 0;
+  renderMute();
   renderRooms();
   await loadPage(id, {});
   markRead();
@@ -423,6 +424,8 @@ async function send(raw) {
     data.text = sched[2]; data.deliver_after_s = secs;
   }
   if (S.replyTo) { data.reply_to = S.replyTo; S.replyTo = null; $('replying').hidden = true; }
+  const mentions = mentionedIn(data.text);
+  if (mentions.length) data.mentions = mentions;
   const li = document.createElement('li'); li.className = 'pending';
   const mine = document.createElement('span'); mine.className = 'sender'; mine.textContent = S.user.name;
   const text = document.createElement('span'); text.className = 'text'; text.textContent = data.text;
@@ -481,6 +484,49 @@ function renderMembers(members) {
 }
 
 $('random').onclick = () => request('match:random', {}).then(() => notice('Looking for someone to chat with…')).catch((e) => notice(e.message));
+// Muting a room: its messages no longer reach you while you are offline.
+function renderMute() {
+  const room = S.rooms.get(S.current); const b = $('mute');
+  b.hidden = !room;
+  const muted = room?.notifications === 'none';
+  b.textContent = muted ? 'Unmute' : 'Mute'; b.setAttribute('aria-pressed', String(muted));
+}
+$('mute').onclick = async () => {
+  const room = S.rooms.get(S.current); if (!room) return;
+  const level = room.notifications === 'none' ? 'all' : 'none';
+  try { await request('room:notifications', { room: room.id, level }); room.notifications = level; renderMute(); }
+  catch (e) { notice(`Could not change notifications: ${e.message}`); }
+};
+
+// Mentions: "@" and the start of a member's name offers the members; the
+// members named as "@Name" in a message are sent as its mentions.
+function mentionedIn(text) {
+  return S.members.filter((u) => u.id !== S.user.id && text.includes(`@${who(u)}`)).map((u) => u.id);
+}
+function mentionQuery() {
+  const input = $('message'); const upto = input.value.slice(0, input.selectionStart ?? input.value.length);
+  const m = /(?:^|\s)@([^@\n]*)$/.exec(upto);
+  return m ? m[1] : null;
+}
+function renderPicker() {
+  const q = mentionQuery(); const ul = $('mention-picker'); ul.textContent = '';
+  const found = q === null ? [] : S.members.filter((u) => u.id !== S.user.id && who(u).toLowerCase().startsWith(q.toLowerCase())).slice(0, 8);
+  ul.hidden = !found.length;
+  for (const u of found) {
+    const li = document.createElement('li'); li.setAttribute('role', 'option');
+    const b = document.createElement('button'); b.type = 'button'; b.textContent = `@${who(u)}`;
+    b.onclick = () => pickMention(u);
+    li.append(b); ul.append(li);
+  }
+}
+function pickMention(u) {
+  const input = $('message'); const at = input.selectionStart ?? input.value.length;
+  const before = input.value.slice(0, at).replace(/@([^@\n]*)$/, `@${who(u)} `);
+  input.value = before + input.value.slice(at);
+  input.focus(); input.selectionStart = input.selectionEnd = before.length;
+  renderPicker();
+}
+
 $('cancel-reply').onclick = () => { S.replyTo = null; $('replying').hidden = true; };
 
 $('send-form').onsubmit = (e) => {
@@ -493,7 +539,14 @@ $('send-form').onsubmit = (e) => {
   send(text);
 };
 
+$('message').onkeydown = (e) => {
+  // Tab takes the first member offered.
+  const first = $('mention-picker').querySelector('button');
+  if (e.key === 'Tab' && first && !$('mention-picker').hidden) { e.preventDefault(); first.click(); }
+};
+
 $('message').oninput = () => {
+  renderPicker();
   if (!S.current || !$('message').value) return;
   const now = Date.now();
   if (now - S.typingSent > 3000) { S.typingSent = now; request('typing:start', { room: S.current }).catch(() => {}); }
