@@ -61,7 +61,11 @@ pub enum Outcome {
 ///
 /// # Errors
 /// Any database error; nothing of the batch is then written.
-pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+pub async fn apply(
+    pool: &PgPool,
+    batch: &[StreamJob],
+    seqs: store::Seqs,
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     store::upsert_users(&mut tx, &users_of(batch)).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -76,7 +80,7 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
             continue;
         }
         if !run.is_empty() {
-            write_run(&mut tx, &run, &mut outcomes).await?;
+            write_run(&mut tx, &run, seqs, &mut outcomes).await?;
             run.clear();
         }
         if let Some(outcome) = apply_one(&mut tx, item).await? {
@@ -84,7 +88,7 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
         }
     }
     if !run.is_empty() {
-        write_run(&mut tx, &run, &mut outcomes).await?;
+        write_run(&mut tx, &run, seqs, &mut outcomes).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -94,9 +98,10 @@ pub async fn apply(pool: &PgPool, batch: &[StreamJob]) -> Result<Vec<Outcome>, s
 async fn write_run(
     tx: &mut sqlx::PgConnection,
     run: &[Positioned<'_>],
+    seqs: store::Seqs,
     outcomes: &mut Vec<Outcome>,
 ) -> Result<(), sqlx::Error> {
-    let written = store::insert_messages(tx, run).await?;
+    let written = store::insert_messages(tx, run, seqs).await?;
     outcomes.extend(written.before.into_iter().map(Outcome::Retold));
     outcomes.extend(written.now.into_iter().map(Outcome::Persisted));
     Ok(())

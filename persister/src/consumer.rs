@@ -17,6 +17,7 @@ use crate::apply::{self, Outcome, StreamJob};
 use crate::events;
 use crate::range::RangeReader;
 use crate::state::State;
+use crate::store::Seqs;
 
 /// How long the server waits for an ack before redelivering a job: what a
 /// persister killed with jobs in hand delays them by. A batch that waits on
@@ -258,7 +259,7 @@ impl Worker {
         let mut delay = Duration::from_millis(100);
         let mut last_progress = Instant::now();
         loop {
-            match apply::apply(&self.pool, jobs).await {
+            match apply::apply(&self.pool, jobs, Seqs::Next).await {
                 Ok(outcomes) => {
                     self.state.set_db_ok(true);
                     return Some(outcomes);
@@ -310,7 +311,7 @@ impl Worker {
     ) -> Result<Vec<Outcome>, sqlx::Error> {
         let mut outcomes = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            match apply::apply(&self.pool, std::slice::from_ref(job)).await {
+            match apply::apply(&self.pool, std::slice::from_ref(job), Seqs::Next).await {
                 Ok(o) => outcomes.extend(o),
                 Err(err) if !is_data_error(&err) => return Err(err),
                 Err(err) => {

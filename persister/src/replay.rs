@@ -95,7 +95,7 @@ pub async fn run(config: &Config, range: &Range) -> anyhow::Result<Summary> {
     while let Some(batch) = reader.next_batch(BATCH).await? {
         summary.read += batch.read;
         summary.unreadable += batch.unreadable;
-        let outcomes = apply::apply(&pool, &batch.jobs)
+        let outcomes = apply::apply(&pool, &batch.jobs, store::Seqs::StreamOrder)
             .await
             .with_context(|| format!("applying jobs up to stream sequence {}", batch.last_seq))?;
         summary.applied += outcomes.len() as u64;

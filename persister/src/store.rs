@@ -41,18 +41,29 @@ pub struct Written {
     pub now: Vec<Message>,
 }
 
-/// Inserts a run of new messages. Each gets the `seq` after the message
-/// before it in its room in stream order — the stored one, or one just
-/// inserted — so `seq` follows the stream, and a replay after rows were
-/// lost gives each the `seq` it had. Messages already stored (a
-/// redelivery, a replay, a late retry with the same `client_id`) are
-/// skipped and take no `seq`.
+/// How new messages get their `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seqs {
+    /// The next ones of the room's counter: what the running persister
+    /// does, writing the stream in order (so the counter is stream order).
+    Next,
+    /// The one after the message before it in the room in stream order —
+    /// stored, or inserted just before — so a replay after rows were lost
+    /// gives each the `seq` it had. Falls back to [`Seqs::Next`] for a
+    /// batch whose seqs are taken already (rows written out of order).
+    StreamOrder,
+}
+
+/// Inserts a run of new messages, each with a `seq` by `rule`. Messages
+/// already stored (a redelivery, a replay, a late retry with the same
+/// `client_id`) are skipped and take no `seq`.
 ///
 /// # Errors
 /// Any database error; the caller's transaction is then rolled back.
 pub async fn insert_messages(
     tx: &mut PgConnection,
     batch: &[Positioned<'_>],
+    rule: Seqs,
 ) -> Result<Written, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|m| m.job.id).collect();
     let existing: HashMap<Uuid, i64> =
@@ -87,23 +98,15 @@ pub async fn insert_messages(
         });
     }
 
-    let mut cursor = lock_rooms_and_find_anchors(tx, &fresh).await?;
-    let mut given = HashSet::with_capacity(fresh.len());
-    let mut seqs: Vec<i64> = Vec::with_capacity(fresh.len());
-    for m in batch {
-        let Some(at) = cursor.get_mut(m.job.room.as_str()) else {
-            continue;
-        };
-        match existing.get(&m.job.id) {
-            Some(&stored) => *at = (*at).max(stored),
-            None if given.insert(m.job.id) => {
-                *at += 1;
-                seqs.push(*at);
-            }
-            None => {}
-        }
-    }
-    record_last_seqs(tx, &cursor).await?;
+    let seqs = match rule {
+        Seqs::StreamOrder => match stream_order_seqs(tx, batch, &existing, &fresh).await? {
+            Some(seqs) => seqs,
+            // The rows around were not written in stream order (a failover
+            // wrote a later job first): no gap to restore into.
+            None => counter_seqs(tx, &fresh).await?,
+        },
+        Seqs::Next => counter_seqs(tx, &fresh).await?,
+    };
 
     let room_ids: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
     let sender_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.sender.id).collect();
@@ -181,6 +184,109 @@ async fn messages_by_id(tx: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Messa
     .fetch_all(&mut *tx)
     .await?;
     Ok(rows.into_iter().map(Message::from).collect())
+}
+
+/// The seqs of `fresh` by [`Seqs::StreamOrder`]; `None` when one of them is
+/// taken already.
+async fn stream_order_seqs(
+    tx: &mut PgConnection,
+    batch: &[Positioned<'_>],
+    existing: &HashMap<Uuid, i64>,
+    fresh: &[&Positioned<'_>],
+) -> Result<Option<Vec<i64>>, sqlx::Error> {
+    let mut cursor = lock_rooms_and_find_anchors(tx, fresh).await?;
+    let mut given = HashSet::with_capacity(fresh.len());
+    let mut seqs: Vec<i64> = Vec::with_capacity(fresh.len());
+    for m in batch {
+        let Some(at) = cursor.get_mut(m.job.room.as_str()) else {
+            continue;
+        };
+        match existing.get(&m.job.id) {
+            Some(&stored) => *at = (*at).max(stored),
+            None if given.insert(m.job.id) => {
+                *at += 1;
+                seqs.push(*at);
+            }
+            None => {}
+        }
+    }
+    let rooms: Vec<&str> = fresh.iter().map(|m| m.job.room.as_str()).collect();
+    let taken: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM messages m
+                          JOIN UNNEST($1::text[], $2::int8[]) AS u(room, seq)
+                            ON m.room_id = u.room AND m.seq = u.seq)",
+    )
+    .bind(&rooms)
+    .bind(&seqs)
+    .fetch_one(&mut *tx)
+    .await?;
+    if taken {
+        return Ok(None);
+    }
+    record_last_seqs(tx, &cursor).await?;
+    Ok(Some(seqs))
+}
+
+/// The seqs of `fresh` by [`Seqs::Next`], in order.
+async fn counter_seqs(
+    tx: &mut PgConnection,
+    fresh: &[&Positioned<'_>],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut next_seq = reserve_seqs(tx, fresh).await?;
+    Ok(fresh
+        .iter()
+        .map(|m| {
+            // Every room in `fresh` got a range from reserve_seqs.
+            let seq = next_seq
+                .get_mut(m.job.room.as_str())
+                .expect("room reserved");
+            *seq += 1;
+            *seq
+        })
+        .collect())
+}
+
+/// Moves each room's `last_seq` forward by its number of new messages in
+/// one statement, and returns for each room the seq just before its range.
+/// The row lock this takes is what keeps two writers of one room from
+/// handing out the same seq.
+async fn reserve_seqs(
+    tx: &mut PgConnection,
+    fresh: &[&Positioned<'_>],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut counts: HashMap<&str, (i64, DateTime<Utc>)> = HashMap::new();
+    for m in fresh {
+        let entry = counts
+            .entry(m.job.room.as_str())
+            .or_insert((0, m.job.created_at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(m.job.created_at);
+    }
+    let rooms: Vec<&str> = counts.keys().copied().collect();
+    let ns: Vec<i64> = rooms.iter().map(|r| counts[r].0).collect();
+    let latest: Vec<DateTime<Utc>> = rooms.iter().map(|r| counts[r].1).collect();
+    // A message for a room no join created (a replay that starts after the
+    // room's creation fell out of the stream) creates it as a public group.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO rooms AS r (id, kind, public, created_at, last_seq, last_message_at)
+         SELECT id, 'group', true, at, n, at FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[]) AS u(id, n, at)
+         ON CONFLICT (id) DO UPDATE
+            SET last_seq = r.last_seq + EXCLUDED.last_seq,
+                last_message_at = GREATEST(r.last_message_at, EXCLUDED.last_message_at)
+         RETURNING id, last_seq",
+    )
+    .bind(&rooms)
+    .bind(&ns)
+    .bind(&latest)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(room, last)| {
+            let n = counts[room.as_str()].0;
+            (room, last - n)
+        })
+        .collect())
 }
 
 /// Takes each room's row lock (creating a room no join created: a replay
