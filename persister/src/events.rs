@@ -37,31 +37,21 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             user,
             by_self,
         } => {
-            let ev =
-                RoomEvent::new(event::ROOM_JOINED, room, RoomMember { room, user }).about(user.id);
             // The user's gateways add the room to the user's connections;
             // a joiner's connections learnt it from the ack.
-            let own = if *by_self {
-                ev.clone().skipping(user.id)
-            } else {
-                ev.clone()
-            };
-            (ev.skipping(user.id), Some((user.id, own)))
+            let ev =
+                RoomEvent::new(event::ROOM_JOINED, room, RoomMember { room, user }).about(user.id);
+            about_member(ev, user.id, *by_self)
         }
         Outcome::Left {
             room,
             user,
             by_self,
         } => {
+            // One who left learnt it from the ack; one taken out hears it.
             let ev =
                 RoomEvent::new(event::ROOM_LEFT, room, RoomMember { room, user }).about(user.id);
-            // One who left learnt it from the ack; one taken out hears it.
-            let own = if *by_self {
-                ev.clone().skipping(user.id)
-            } else {
-                ev.clone()
-            };
-            (ev.skipping(user.id), Some((user.id, own)))
+            about_member(ev, user.id, *by_self)
         }
         Outcome::RoleChanged { room, user, role } => {
             // The member it is about hears of it on their own subject, as
@@ -91,6 +81,22 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             None,
         ),
     }
+}
+
+/// A membership event for the room (skipping the member it is about) and
+/// for the member's own subject: they hear it there unless they did it
+/// themselves, and so know it from their ack.
+fn about_member(
+    ev: RoomEvent,
+    user: Uuid,
+    by_self: bool,
+) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
+    let own = if by_self {
+        ev.clone().skipping(user)
+    } else {
+        ev.clone()
+    };
+    (ev.skipping(user), Some((user, own)))
 }
 
 /// Publishes the events of a committed batch, in order, and flushes them.
