@@ -11,6 +11,7 @@ pub mod config;
 pub mod consumer;
 pub mod events;
 pub mod leases;
+pub mod messages;
 pub mod range;
 pub mod replay;
 pub mod state;
