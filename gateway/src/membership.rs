@@ -146,6 +146,15 @@ pub async fn user(app: &App, id: Uuid) -> Result<Option<User>, ApiError> {
     store::user(&app.pool, id).await.map_err(db_unavailable)
 }
 
+/// A user by id, one nobody has seen included (with no name yet): any UUID
+/// names a user.
+///
+/// # Errors
+/// `unavailable`.
+pub async fn user_or_unnamed(app: &App, id: Uuid) -> Result<User, ApiError> {
+    Ok(user(app, id).await?.unwrap_or(User::unnamed(id)))
+}
+
 /// Refuses `user` unless they are a member of `room`. A member this
 /// gateway did not know of yet (joined from another gateway, invited) is
 /// remembered, so the next check is in memory.

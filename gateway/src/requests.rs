@@ -36,6 +36,11 @@ pub struct SendAck {
     pub temp_id: Uuid,
 }
 
+/// A send on its way: its `temp_id`, and its ack once JetStream has stored
+/// it (boxed once: a connection keeps many in flight).
+pub type StartedSend = (Uuid, PendingAck);
+pub type PendingAck = std::pin::Pin<Box<dyn Future<Output = Result<SendAck, ApiError>> + Send>>;
+
 /// `message:send` over REST: checks, publishes and waits for the PubAck.
 ///
 /// # Errors
@@ -65,13 +70,7 @@ pub async fn start_send(
     room: &str,
     req: SendMessage,
     conn: Option<&Conn>,
-) -> Result<
-    (
-        Uuid,
-        impl Future<Output = Result<SendAck, ApiError>> + Send + 'static,
-    ),
-    ApiError,
-> {
+) -> Result<StartedSend, ApiError> {
     validate::room_id(room)?;
     if req.kind == Some(MessageKind::System) {
         return Err(ApiError::bad_request(
@@ -115,13 +114,7 @@ async fn start_checked_send(
     room: &str,
     req: SendMessage,
     conn: Option<&Conn>,
-) -> Result<
-    (
-        Uuid,
-        impl Future<Output = Result<SendAck, ApiError>> + Send + 'static,
-    ),
-    ApiError,
-> {
+) -> Result<StartedSend, ApiError> {
     validate::text(&req.text)?;
     let mentions = mentioned_members(app, room, req.mentions.unwrap_or_default()).await?;
     let attachments = req.attachments.unwrap_or_default();
@@ -174,11 +167,14 @@ async fn start_checked_send(
             return Err(err);
         }
     };
-    Ok((temp_id, async move {
-        stored.await?;
-        metrics::counter!("gateway_messages_accepted_total").increment(1);
-        Ok(SendAck { temp_id })
-    }))
+    Ok((
+        temp_id,
+        Box::pin(async move {
+            stored.await?;
+            metrics::counter!("gateway_messages_accepted_total").increment(1);
+            Ok(SendAck { temp_id })
+        }),
+    ))
 }
 
 /// The message a request names, refused unless it is a live message of

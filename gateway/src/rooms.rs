@@ -228,8 +228,7 @@ pub async fn create_room(app: &App, user: &User, req: CreateRoom) -> Result<Room
 async fn named_users(app: &App, ids: &[Uuid]) -> Result<Vec<User>, ApiError> {
     let mut users = Vec::with_capacity(ids.len());
     for id in ids {
-        let user = membership::user(app, *id).await?;
-        users.push(user.unwrap_or(User::unnamed(*id)));
+        users.push(membership::user_or_unnamed(app, *id).await?);
     }
     Ok(users)
 }

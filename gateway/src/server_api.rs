@@ -65,10 +65,9 @@ fn create_room(
         .and(json_body::<NewRoom>())
         .and_then(|app: Arc<App>, req: NewRoom| async move {
             let creator = match req.owner {
-                Some(id) => crate::membership::user(&app, id)
+                Some(id) => crate::membership::user_or_unnamed(&app, id)
                     .await
-                    .map_err(refuse)?
-                    .unwrap_or(User::unnamed(id)),
+                    .map_err(refuse)?,
                 None => User::service(),
             };
             let ack = crate::rooms::create_room(&app, &creator, req.room)
@@ -150,10 +149,9 @@ fn post_message(
             |room: String, app: Arc<App>, req: BackendMessage| async move {
                 let sender = match req.sender {
                     Some(id) => Some(
-                        crate::membership::user(&app, id)
+                        crate::membership::user_or_unnamed(&app, id)
                             .await
-                            .map_err(refuse)?
-                            .unwrap_or(User::unnamed(id)),
+                            .map_err(refuse)?,
                     ),
                     None => None,
                 };

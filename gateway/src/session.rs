@@ -390,16 +390,7 @@ impl Handler<'_> {
     }
 
     /// `message:send`: published now, acked when stored.
-    async fn start_send(
-        &mut self,
-        env: &Envelope<'_>,
-    ) -> Result<
-        (
-            Uuid,
-            impl Future<Output = Result<requests::SendAck, ApiError>> + Send + 'static,
-        ),
-        ApiError,
-    > {
+    async fn start_send(&mut self, env: &Envelope<'_>) -> Result<requests::StartedSend, ApiError> {
         let mut req: SendMessage = data(env)?;
         let room = req
             .room
@@ -421,7 +412,7 @@ impl Handler<'_> {
         match request {
             RequestType::MessageSend => {
                 let (temp_id, stored) = self.start_send(env).await?;
-                Ok(Answer::Stored(temp_id, Box::pin(stored)))
+                Ok(Answer::Stored(temp_id, stored))
             }
             RequestType::RoomJoin => {
                 let r: RoomRef = data(env)?;
@@ -524,10 +515,7 @@ fn data<T: serde::de::DeserializeOwned>(env: &Envelope<'_>) -> Result<T, ApiErro
 enum Answer {
     Now(Box<RawValue>),
     /// A send: its `temp_id`, and its ack once JetStream has stored it.
-    Stored(
-        Uuid,
-        Pin<Box<dyn Future<Output = Result<requests::SendAck, ApiError>> + Send>>,
-    ),
+    Stored(Uuid, requests::PendingAck),
 }
 
 fn now<T: Serialize>(value: &T) -> Result<Answer, ApiError> {
