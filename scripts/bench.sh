@@ -3,7 +3,7 @@
 # its own NATS server (the shipped nats.conf, or with another fsync policy),
 # a fresh database, one persister and one gateway.
 #
-#   scripts/bench.sh [--sync-interval 1s|always] -- throughput --rooms 50 --users 10 --rate 1000 --duration 10
+#   scripts/bench.sh [--sync-interval 1s|always] [--webhook up|down] -- throughput --rooms 50 --users 10 --rate 1000 --duration 10
 #   scripts/bench.sh -- fanout --members 1000 --rate 10 --duration 10
 #   scripts/bench.sh -- connections --count 19000
 #   scripts/bench.sh -- ceiling publish | ceiling pipeline
@@ -12,15 +12,19 @@
 # Everything after -- goes to `loadgen` (`loadgen --help`); --url,
 # --database-url, the processes whose CPU it reports, and the gateway's pid
 # for `connections` are set here. For `backlog` the persister is started
-# only once the jobs are in the stream.
+# only once the jobs are in the stream. `--webhook up` delivers webhooks to a
+# receiver on loopback that takes everything; `--webhook down` to a port
+# where nothing listens (every delivery fails and is retried).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 SYNC=""
+WEBHOOK=""
 while [ $# -gt 0 ]; do
   case $1 in
     --sync-interval) SYNC=$2; shift 2 ;;
+    --webhook) WEBHOOK=$2; shift 2 ;;
     --) shift; break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
@@ -57,6 +61,27 @@ psql -X -q -d postgres -c "CREATE DATABASE $db" >/dev/null
 trap 'cleanup; psql -X -q -d postgres -c "DROP DATABASE IF EXISTS '"$db"' WITH (FORCE)" >/dev/null 2>&1' EXIT
 export NATS_URL="nats://127.0.0.1:$nport" DATABASE_URL="postgres://postgres@127.0.0.1:${PGPORT}/$db" RUST_LOG=warn
 pport=$(free_port); gport=$(free_port)
+case "$WEBHOOK" in
+  "") ;;
+  up)
+    hport=$(free_port)
+    python3 -c '
+import http.server, sys
+class Take(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Take).serve_forever()
+' "$hport" &
+    pids+=($!)
+    wait_port 127.0.0.1 "$hport" "webhook receiver"
+    export CHAT_WEBHOOK_URL="http://127.0.0.1:$hport/hooks" ;;
+  # A free port: nothing listens there, every delivery is refused.
+  down) export CHAT_WEBHOOK_URL="http://127.0.0.1:$(free_port)/hooks" ;;
+  *) die "--webhook takes up or down" ;;
+esac
+[ -n "$WEBHOOK" ] && export CHAT_WEBHOOK_SECRET=bench-secret
 start_persister() {
   PERSISTER_ADDR="127.0.0.1:$pport" "$BIN/persister" >"$WORK/persister.log" 2>&1 &
   persister_pid=$!
@@ -71,7 +96,7 @@ GATEWAY_ADDR="127.0.0.1:$gport" DATABASE_URL="postgres://chat_gateway@127.0.0.1:
 gateway_pid=$!
 pids+=("$gateway_pid")
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-say "nats sync_interval: ${SYNC:-as shipped (nats.conf)}"
+say "nats sync_interval: ${SYNC:-as shipped (nats.conf)}; webhooks: ${WEBHOOK:-off}"
 args=("$@")
 [ "$scenario" = connections ] && args+=(--gateway-pid "$gateway_pid")
 watch=(--watch "gateway=$gateway_pid" --watch "nats=${pids[0]}" --watch "postgres=comm:postgres")
@@ -93,3 +118,7 @@ fi
 # How the persister batched the load, from its own metrics.
 say "persister batches (jobs per transaction)"
 curl -fs "http://127.0.0.1:$pport/metrics" | grep -E '^persister_batch_(size|seconds)_(sum|count)' || true
+if [ -n "$WEBHOOK" ]; then
+  say "webhooks"
+  curl -fs "http://127.0.0.1:$pport/metrics" | grep -E '^webhook_' || true
+fi

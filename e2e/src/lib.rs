@@ -8,6 +8,7 @@
 //! `scripts/test.sh` starts what is needed and sets the variables.
 
 pub mod db;
+pub mod hooks;
 pub mod idp;
 pub mod procs;
 pub mod ws;
@@ -93,7 +94,8 @@ pub async fn get_json(url: &str, token: &str) -> Value {
         .unwrap_or_else(|e| panic!("GET {url} is not JSON: {e}"))
 }
 
-/// A metric's value from a process's `/metrics`.
+/// A metric's value from a process's `/metrics`: summed over its label
+/// sets when it has some.
 pub async fn metric(base: &str, name: &str) -> Option<f64> {
     let text = http()
         .get(format!("{base}/metrics"))
@@ -103,9 +105,13 @@ pub async fn metric(base: &str, name: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// The `text` of each message of a history page.

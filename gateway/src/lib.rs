@@ -80,7 +80,7 @@ pub async fn run(
     let presence = presence::Presence::start(
         app.hub.clone(),
         client.clone(),
-        format!("{}.presence", subjects.stream()),
+        subjects.presence(),
         app.stop.clone(),
     )
     .await;

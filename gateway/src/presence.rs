@@ -8,7 +8,7 @@
 //! keeps the others' snapshots and decides on its own, for its own
 //! connections, when a user turns online or offline: it tells the local
 //! connections that share a room with that user. A gateway whose heartbeat
-//! stops (killed) is dropped after [`EXPIRY`], and its users turn offline
+//! stops (killed) is dropped after [`shared::presence::EXPIRY`], and its users turn offline
 //! where they are not connected elsewhere.
 
 use std::collections::{HashMap, HashSet};
@@ -16,18 +16,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use shared::presence::{Change, Entry, Notice, Roster, HEARTBEAT};
 use shared::protocol::{ServerFrame, User};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::hub::{ConnId, Hub};
 
-/// How often a gateway publishes its snapshot.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// A gateway not heard from for this long is gone.
-pub const EXPIRY: Duration = Duration::from_secs(15);
 /// How long a user whose last connection closed stays online, in case they
 /// come straight back.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -35,48 +31,20 @@ pub const GRACE: Duration = Duration::from_secs(2);
 const ONLINE: &str = "presence:online";
 const OFFLINE: &str = "presence:offline";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Entry {
-    user: User,
-    rooms: Vec<String>,
-}
-
-/// What gateways tell each other.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Notice {
-    Online {
-        gateway: Uuid,
-        entry: Entry,
-    },
-    Offline {
-        gateway: Uuid,
-        entry: Entry,
-    },
-    Snapshot {
-        gateway: Uuid,
-        users: Vec<Entry>,
-    },
-    /// A user online on `gateway` joined a room: its members learn the
-    /// user is online.
-    Joined {
-        gateway: Uuid,
-        user: User,
-        room: String,
-    },
-}
-
-struct Remote {
-    seen: Instant,
-    users: HashMap<Uuid, Entry>,
-}
-
 pub struct Presence {
     id: Uuid,
     hub: Arc<Hub>,
     client: async_nats::Client,
     subject: String,
-    remotes: Mutex<HashMap<Uuid, Remote>>,
+    /// The other gateways' users.
+    remotes: Mutex<Roster>,
+    /// Users whose last connection here closed less than [`GRACE`] ago,
+    /// by the generation of that close: still in this gateway's
+    /// snapshots, so a snapshot within the grace does not take them off
+    /// other gateways' rosters before the `Offline` notice that carries
+    /// their rooms as they are now.
+    leaving: Mutex<HashMap<Uuid, (u64, Entry)>>,
+    closes: std::sync::atomic::AtomicU64,
     me: Weak<Presence>,
 }
 
@@ -99,6 +67,8 @@ impl Presence {
             client: client.clone(),
             subject: subject.clone(),
             remotes: Mutex::default(),
+            leaving: Mutex::default(),
+            closes: std::sync::atomic::AtomicU64::new(0),
             me: me.clone(),
         });
         match client.subscribe(subject).await {
@@ -111,12 +81,12 @@ impl Presence {
         presence
     }
 
-    fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Remote>> {
+    fn remotes(&self) -> std::sync::MutexGuard<'_, Roster> {
         self.remotes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn online_elsewhere(&self, user: Uuid) -> bool {
-        self.remotes().values().any(|r| r.users.contains_key(&user))
+        self.remotes().contains(user)
     }
 
     /// Whether `user` has an open connection on any gateway.
@@ -154,11 +124,9 @@ impl Presence {
         let mut mates = self.hub.users_in(rooms);
         mates.remove(&user);
         let rooms: HashSet<&String> = rooms.iter().collect();
-        for remote in self.remotes().values() {
-            for e in remote.users.values() {
-                if e.user.id != user && e.rooms.iter().any(|r| rooms.contains(r)) {
-                    mates.insert(e.user.id, e.user.clone());
-                }
+        for e in self.remotes().entries() {
+            if e.user.id != user && e.rooms.iter().any(|r| rooms.contains(r)) {
+                mates.insert(e.user.id, e.user.clone());
             }
         }
         mates
@@ -208,12 +176,25 @@ impl Presence {
     /// not come back, they are offline here.
     pub fn disconnected(&self, user: User, rooms: Vec<String>) {
         let Some(me) = self.me.upgrade() else { return };
+        let entry = Entry { user, rooms };
+        let close = self
+            .closes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.leaving().insert(entry.user.id, (close, entry.clone()));
         tokio::spawn(async move {
             tokio::time::sleep(GRACE).await;
-            if me.hub.has_user(user.id) {
+            {
+                let mut leaving = me.leaving();
+                if leaving
+                    .get(&entry.user.id)
+                    .is_some_and(|(c, _)| *c == close)
+                {
+                    leaving.remove(&entry.user.id);
+                }
+            }
+            if me.hub.has_user(entry.user.id) {
                 return;
             }
-            let entry = Entry { user, rooms };
             if !me.online_elsewhere(entry.user.id) {
                 me.tell_local(OFFLINE, &entry);
             }
@@ -248,86 +229,36 @@ impl Presence {
     }
 
     /// Applies another gateway's notice, telling local connections of
-    /// every user it turns online or offline.
-    fn on_notice(&self, notice: Notice) {
-        let (Notice::Online { gateway, .. }
-        | Notice::Offline { gateway, .. }
-        | Notice::Snapshot { gateway, .. }
-        | Notice::Joined { gateway, .. }) = &notice;
-        let gateway = *gateway;
+    /// every user it turns online or offline. A process that asks gets
+    /// this gateway's snapshot at once.
+    async fn on_notice(&self, notice: Notice) {
+        let Some(gateway) = notice.gateway() else {
+            self.snapshot().await;
+            return;
+        };
         if gateway == self.id {
             return;
         }
-        if let Notice::Joined { user, room, .. } = notice {
-            self.on_joined(gateway, user, room);
-            return;
+        let joined = match &notice {
+            Notice::Joined { user, room, .. } => Some(Entry {
+                user: user.clone(),
+                rooms: vec![room.clone()],
+            }),
+            _ => None,
+        };
+        let changed = self.remotes().apply(notice);
+        match joined {
+            // Another gateway's user joined a room: told to the room's
+            // local members.
+            Some(entry) => self.tell_local(ONLINE, &entry),
+            None => self.announce(changed, Some(gateway)),
         }
-        let mut changed: Vec<(bool, Entry)> = Vec::new();
-        {
-            let mut remotes = self.remotes();
-            let remote = remotes.entry(gateway).or_insert_with(|| Remote {
-                seen: Instant::now(),
-                users: HashMap::new(),
-            });
-            remote.seen = Instant::now();
-            match notice {
-                Notice::Online { entry, .. } => {
-                    if remote.users.insert(entry.user.id, entry.clone()).is_none() {
-                        changed.push((true, entry));
-                    }
-                }
-                Notice::Offline { entry, .. } => {
-                    if remote.users.remove(&entry.user.id).is_some() {
-                        changed.push((false, entry));
-                    }
-                }
-                Notice::Snapshot { users, .. } => {
-                    let fresh: HashMap<Uuid, Entry> =
-                        users.into_iter().map(|e| (e.user.id, e)).collect();
-                    for (id, e) in &remote.users {
-                        if !fresh.contains_key(id) {
-                            changed.push((false, e.clone()));
-                        }
-                    }
-                    for (id, e) in &fresh {
-                        if !remote.users.contains_key(id) {
-                            changed.push((true, e.clone()));
-                        }
-                    }
-                    remote.users = fresh;
-                }
-                // Handled above.
-                Notice::Joined { .. } => {}
-            }
-        }
-        self.announce(changed, Some(gateway));
-    }
-
-    /// Another gateway's user joined `room`: remembered with the user's
-    /// rooms there, and told to the room's local members.
-    fn on_joined(&self, gateway: Uuid, user: User, room: String) {
-        if let Some(entry) = self
-            .remotes()
-            .get_mut(&gateway)
-            .and_then(|r| r.users.get_mut(&user.id))
-        {
-            if !entry.rooms.contains(&room) {
-                entry.rooms.push(room.clone());
-            }
-        }
-        self.tell_local(
-            ONLINE,
-            &Entry {
-                user,
-                rooms: vec![room],
-            },
-        );
     }
 
     /// For each user that arrived at (`true`) or left (`false`) gateway
     /// `from`: tells local connections if that changed whether the user is
     /// online anywhere.
-    fn announce(&self, changed: Vec<(bool, Entry)>, from: Option<Uuid>) {
+    fn announce(&self, changed: Vec<Change>, from: Option<Uuid>) {
         for (arrived, entry) in changed {
             if arrived {
                 if !self.online_without(entry.user.id, from) {
@@ -341,41 +272,35 @@ impl Presence {
 
     /// Whether the user is online here or on a gateway other than `except`.
     fn online_without(&self, user: Uuid, except: Option<Uuid>) -> bool {
-        self.hub.has_user(user)
-            || self
-                .remotes()
-                .iter()
-                .any(|(id, r)| Some(*id) != except && r.users.contains_key(&user))
+        self.hub.has_user(user) || self.remotes().contains_except(user, except)
     }
 
-    /// Drops gateways not heard from within [`EXPIRY`].
+    /// Drops gateways not heard from within [`shared::presence::EXPIRY`].
     fn expire(&self) {
-        let gone: Vec<Remote> = {
-            let mut remotes = self.remotes();
-            let dead: Vec<Uuid> = remotes
-                .iter()
-                .filter(|(_, r)| r.seen.elapsed() > EXPIRY)
-                .map(|(id, _)| *id)
-                .collect();
-            dead.iter().filter_map(|id| remotes.remove(id)).collect()
-        };
-        for remote in gone {
-            tracing::info!(
-                users = remote.users.len(),
-                "presence: a gateway went silent"
-            );
-            let changed = remote.users.into_values().map(|e| (false, e)).collect();
-            self.announce(changed, None);
+        let gone = self.remotes().expire();
+        if gone.is_empty() {
+            return;
         }
+        tracing::info!(users = gone.len(), "presence: a gateway went silent");
+        self.announce(gone.into_iter().map(|e| (false, e)).collect(), None);
     }
 
+    fn leaving(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (u64, Entry)>> {
+        self.leaving.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This gateway's users, those in their grace included.
     async fn snapshot(&self) {
-        let users = self
+        let mut users: HashMap<Uuid, Entry> = self
             .hub
             .local_users()
             .into_iter()
-            .map(|(user, rooms)| Entry { user, rooms })
+            .map(|(user, rooms)| (user.id, Entry { user, rooms }))
             .collect();
+        for (id, (_, entry)) in self.leaving().iter() {
+            users.entry(*id).or_insert_with(|| entry.clone());
+        }
+        let users = users.into_values().collect();
         self.publish(&Notice::Snapshot {
             gateway: self.id,
             users,
@@ -388,7 +313,7 @@ async fn listen(presence: Weak<Presence>, mut sub: async_nats::Subscriber) {
     while let Some(msg) = sub.next().await {
         let Some(p) = presence.upgrade() else { return };
         match serde_json::from_slice::<Notice>(&msg.payload) {
-            Ok(notice) => p.on_notice(notice),
+            Ok(notice) => p.on_notice(notice).await,
             Err(err) => tracing::debug!(error = %err, "presence: unreadable notice"),
         }
     }

@@ -34,12 +34,21 @@ pub enum Outcome {
         room: String,
         user: User,
         by_self: bool,
+        /// When the job was accepted: names the change for good.
+        at: DateTime<Utc>,
+        /// A redelivered job found applied already: told to webhooks
+        /// again (they may have missed it), never to gateways (a second
+        /// "joined" would show).
+        retold: bool,
     },
     /// A member left, or (`by_self` false) was taken out.
     Left {
         room: String,
         user: User,
         by_self: bool,
+        at: DateTime<Utc>,
+        /// As for [`Outcome::Joined`].
+        retold: bool,
     },
     RoleChanged {
         room: String,
@@ -47,10 +56,19 @@ pub enum Outcome {
         role: Role,
     },
     Edited(Message),
-    Deleted {
-        room: String,
-        id: Uuid,
-    },
+    /// The message as the deletion left it.
+    Deleted(Message),
+}
+
+impl Outcome {
+    /// Whether gateways are told: everything but a membership change told
+    /// again for webhooks only.
+    pub fn for_gateways(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Joined { retold: true, .. } | Outcome::Left { retold: true, .. }
+        )
+    }
 }
 
 /// Writes every job of the batch in one transaction, in stream order.
@@ -109,8 +127,9 @@ async fn write_run(
 
 /// Applies a job other than a message; `None` when it changed nothing
 /// (a repeat, a refused change). A redelivered edit or delete found applied
-/// already is told again, as a message is; membership changes are not (a
-/// second "joined" would show), their members see them in the room list.
+/// already is told again, as a message is; a membership change only to
+/// webhooks (a second "joined" would show in clients, whose members see
+/// it in the room list anyway).
 async fn apply_one(
     tx: &mut sqlx::PgConnection,
     item: &StreamJob,
@@ -118,27 +137,46 @@ async fn apply_one(
     let again = item.redelivered;
     let outcome = match &item.job {
         Job::Message(_) => None,
-        Job::Join(m) => store::join(tx, m).await?.then(|| Outcome::Joined {
-            room: m.room.clone(),
-            user: m.user.clone(),
-            by_self: true,
-        }),
-        Job::Leave(m) => store::leave(tx, &m.room, &m.user)
-            .await?
-            .then(|| Outcome::Left {
+        Job::Join(m) => {
+            let now = store::join(tx, m).await?;
+            let retold =
+                !now && again && store::member_since(tx, &m.room, m.user.id, Some(m.at)).await?;
+            (now || retold).then(|| Outcome::Joined {
+                room: m.room.clone(),
+                user: m.user.clone(),
+                by_self: true,
+                at: m.at,
+                retold,
+            })
+        }
+        Job::Leave(m) => {
+            let now = store::leave(tx, &m.room, &m.user).await?;
+            let retold =
+                !now && again && !store::member_since(tx, &m.room, m.user.id, None).await?;
+            (now || retold).then(|| Outcome::Left {
                 room: m.room.clone(),
                 user: m.user.clone(),
                 by_self: m.by.is_none(),
-            }),
+                at: m.at,
+                retold,
+            })
+        }
         Job::CreateRoom(r) => {
             store::create_room(tx, r).await?;
             None
         }
-        Job::Invite(i) => store::invite(tx, i).await?.then(|| Outcome::Joined {
-            room: i.room.clone(),
-            user: i.user.clone(),
-            by_self: false,
-        }),
+        Job::Invite(i) => {
+            let now = store::invite(tx, i).await?;
+            let retold =
+                !now && again && store::member_since(tx, &i.room, i.user.id, Some(i.at)).await?;
+            (now || retold).then(|| Outcome::Joined {
+                room: i.room.clone(),
+                user: i.user.clone(),
+                by_self: false,
+                at: i.at,
+                retold,
+            })
+        }
         Job::SetRole(r) => store::set_role(tx, r).await?.then(|| Outcome::RoleChanged {
             room: r.room.clone(),
             user: r.user.clone(),
@@ -149,14 +187,11 @@ async fn apply_one(
             None if again => store::edited_by(tx, e).await?.map(Outcome::Edited),
             None => None,
         },
-        Job::Delete(d) => {
-            let deleted =
-                store::delete(tx, d).await? || (again && store::deleted_by(tx, d).await?);
-            deleted.then(|| Outcome::Deleted {
-                room: d.room.clone(),
-                id: d.id,
-            })
-        }
+        Job::Delete(d) => match store::delete(tx, d).await? {
+            Some(m) => Some(Outcome::Deleted(m)),
+            None if again => store::deleted_by(tx, d).await?.map(Outcome::Deleted),
+            None => None,
+        },
         Job::Read(r) => {
             store::mark_read(tx, r).await?;
             None

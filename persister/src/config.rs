@@ -34,6 +34,8 @@ pub struct Config {
     pub db: DbConfig,
     #[command(flatten)]
     pub log: LogConfig,
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookConfig,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "PERSISTER_ADDR", default_value = "0.0.0.0:9090")]
     pub persister_addr: SocketAddr,

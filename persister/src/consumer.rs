@@ -2,6 +2,7 @@
 //! arrives within a short linger too), write it in one transaction, publish
 //! the events, and only then ack.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull;
@@ -9,7 +10,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use shared::jobs::Job;
-use shared::subjects::Subjects;
+use shared::subjects::{Subjects, PARTITIONS};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,9 @@ use crate::events;
 use crate::range::RangeReader;
 use crate::state::State;
 use crate::store::Seqs;
+use crate::webhooks::deliver::Deliverer;
+use crate::webhooks::record::Recorder;
+use crate::webhooks::Receiver;
 
 /// How long the server waits for an ack before redelivering a job: what a
 /// persister killed with jobs in hand delays them by. A batch that waits on
@@ -40,9 +44,59 @@ pub struct Worker {
     pub max_batch: usize,
     /// Replicas of the buckets it creates (as the stream's).
     pub replicas: usize,
+    /// Webhooks, when configured.
+    pub hooks: Option<Hooks>,
+}
+
+/// The webhook side of the work: recording events after each batch, and
+/// delivering each receiver's, one lease each.
+#[derive(Clone)]
+pub struct Hooks {
+    pub recorder: Recorder,
+    pub deliverer: Arc<Deliverer>,
+    pub receivers: Vec<Receiver>,
 }
 
 impl Worker {
+    /// How many leased tasks there are: the partitions, then one per
+    /// webhook receiver.
+    pub fn tasks(&self) -> u32 {
+        PARTITIONS + self.hooks.as_ref().map_or(0, |h| h.receivers.len() as u32)
+    }
+
+    /// The lease key of task `t`. A receiver's names its URL, so persisters
+    /// configured alike agree on it whatever the order of their lists.
+    pub fn lease_key(&self, t: u32) -> String {
+        match self.receiver(t) {
+            Some(r) => format!("lease.hook_{}", r.key),
+            None => format!("lease.{t}"),
+        }
+    }
+
+    fn receiver(&self, t: u32) -> Option<&Receiver> {
+        let i = t.checked_sub(PARTITIONS)?;
+        self.hooks.as_ref()?.receivers.get(i as usize)
+    }
+
+    /// Runs task `t` until `stop`: a partition's writes, or a receiver's
+    /// deliveries.
+    pub async fn run_task(&self, t: u32, stop: CancellationToken) {
+        match (self.receiver(t), &self.hooks) {
+            (Some(r), Some(h)) => h.deliverer.clone().run(r.clone(), stop).await,
+            _ => self.run_partition(t, stop).await,
+        }
+    }
+
+    /// Publishes a committed batch's events to the gateways and records
+    /// its webhook events.
+    async fn announce(&self, outcomes: &[Outcome]) -> anyhow::Result<()> {
+        events::publish(&self.client, &self.subjects, outcomes).await?;
+        if let Some(h) = &self.hooks {
+            h.recorder.record(outcomes).await?;
+        }
+        Ok(())
+    }
+
     /// Writes partition `p` until `stop` is cancelled (its lease is gone,
     /// or the process stops). Jobs are pulled with one-shot pull requests
     /// that end after [`PULL_EXPIRES`]; on stop the request in hand is
@@ -154,7 +208,7 @@ impl Worker {
             let Some(outcomes) = self.write(&batch.jobs, &[], stop).await else {
                 anyhow::bail!("stopped while taking over");
             };
-            events::publish(&self.client, &self.subjects, &outcomes).await?;
+            self.announce(&outcomes).await?;
         }
         Ok(())
     }
@@ -230,7 +284,7 @@ impl Worker {
         let Some(outcomes) = self.write(&jobs, &held, stop).await else {
             return;
         };
-        if let Err(err) = events::publish(&self.client, &self.subjects, &outcomes).await {
+        if let Err(err) = self.announce(&outcomes).await {
             // Unacked, the batch comes back; its rows are already there,
             // and its messages' events are published then.
             tracing::warn!(error = %err, "publishing events failed; the batch will be redelivered");

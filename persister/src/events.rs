@@ -36,6 +36,7 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             room,
             user,
             by_self,
+            ..
         } => {
             // The user's gateways add the room to the user's connections;
             // a joiner's connections learnt it from the ack.
@@ -47,6 +48,7 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             room,
             user,
             by_self,
+            ..
         } => {
             // One who left learnt it from the ack; one taken out hears it.
             let ev =
@@ -76,8 +78,15 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             ),
             None,
         ),
-        Outcome::Deleted { room, id } => (
-            RoomEvent::new(event::MESSAGE_DELETED, room, Deleted { room, id: *id }),
+        Outcome::Deleted(message) => (
+            RoomEvent::new(
+                event::MESSAGE_DELETED,
+                &message.room,
+                Deleted {
+                    room: &message.room,
+                    id: message.id,
+                },
+            ),
             None,
         ),
     }
@@ -109,7 +118,7 @@ pub async fn publish(
     subjects: &Subjects,
     outcomes: &[Outcome],
 ) -> anyhow::Result<()> {
-    for outcome in outcomes {
+    for outcome in outcomes.iter().filter(|o| o.for_gateways()) {
         let (event, own) = events_of(outcome);
         let room = event.room.as_deref().unwrap_or_default();
         client

@@ -12,6 +12,10 @@
 //! each takes at most its share, ceil(partitions / persisters), releasing
 //! the rest after the batch in hand, so partitions spread out as persisters
 //! come and go.
+//!
+//! Each webhook receiver is one more leased task (`lease.hook_<key>`),
+//! shared out with the partitions: one persister at a time delivers a
+//! receiver's events, which is what keeps them in order.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,10 +50,6 @@ struct Held {
     renewed: Instant,
     stop: CancellationToken,
     task: JoinHandle<()>,
-}
-
-fn lease_key(p: u32) -> String {
-    format!("lease.{p}")
 }
 
 /// Holds this persister's share of the partitions until `stop`, writing
@@ -97,12 +97,12 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
             };
         }
         round += 1;
-        renew(&kv, &me, &mut held).await;
+        renew(&kv, &worker, &me, &mut held).await;
         drop_stale(&mut held, &mut stopping);
-        let share = (PARTITIONS as usize).div_ceil(members.max(1));
+        let share = (worker.tasks() as usize).div_ceil(members.max(1));
         while held.len() > share {
             let p = *held.keys().max().expect("more than share > 0 held");
-            release(&kv, p, held.remove(&p).expect("just found")).await;
+            release(&kv, &worker, p, held.remove(&p).expect("just found")).await;
         }
         if Instant::now() >= claim_after {
             claim(&kv, &me, &worker, &stop, share, &mut held, &stopping).await;
@@ -110,10 +110,11 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
         // Ready means doing its work: writing its share. A persister
         // waiting for a dead one's leases to expire is not.
         worker.state.set_consumer_ready(held.len() >= share);
-        metrics::gauge!("persister_partitions_held").set(held.len() as f64);
+        let partitions = held.keys().filter(|t| **t < PARTITIONS).count();
+        metrics::gauge!("persister_partitions_held").set(partitions as f64);
     }
     for (p, h) in held.drain() {
-        release(&kv, p, h).await;
+        release(&kv, &worker, p, h).await;
     }
     let _ = kv.delete(format!("member.{me}")).await;
 }
@@ -157,10 +158,14 @@ async fn announce_and_count(kv: &kv::Store, me: &str) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-async fn renew(kv: &kv::Store, me: &str, held: &mut HashMap<u32, Held>) {
+async fn renew(kv: &kv::Store, worker: &Worker, me: &str, held: &mut HashMap<u32, Held>) {
     for (p, h) in held.iter_mut() {
         match kv
-            .update(lease_key(*p), me.as_bytes().to_vec().into(), h.revision)
+            .update(
+                worker.lease_key(*p),
+                me.as_bytes().to_vec().into(),
+                h.revision,
+            )
             .await
         {
             Ok(revision) => {
@@ -202,11 +207,11 @@ fn drop_stale(held: &mut HashMap<u32, Held>, stopping: &mut Stopping) {
 }
 
 /// Finishes the batch in hand on `p`, then frees its lease.
-async fn release(kv: &kv::Store, p: u32, h: Held) {
+async fn release(kv: &kv::Store, worker: &Worker, p: u32, h: Held) {
     h.stop.cancel();
     let _ = h.task.await;
     let _ = kv
-        .delete_expect_revision(lease_key(p), Some(h.revision))
+        .delete_expect_revision(worker.lease_key(p), Some(h.revision))
         .await;
     tracing::info!(partition = p, "released a partition");
 }
@@ -222,22 +227,26 @@ async fn claim(
     held: &mut HashMap<u32, Held>,
     stopping: &Stopping,
 ) {
+    let tasks = worker.tasks();
     let start = shared::subjects::partition(me);
-    for i in 0..PARTITIONS {
+    for i in 0..tasks {
         if held.len() >= share {
             return;
         }
-        let p = (start + i) % PARTITIONS;
+        let p = (start + i) % tasks;
         if held.contains_key(&p) || stopping.contains_key(&p) {
             continue;
         }
-        if let Ok(revision) = kv.create(lease_key(p), me.as_bytes().to_vec().into()).await {
-            tracing::info!(partition = p, "writing a partition");
+        if let Ok(revision) = kv
+            .create(worker.lease_key(p), me.as_bytes().to_vec().into())
+            .await
+        {
+            tracing::info!(task = p, lease = %worker.lease_key(p), "took a lease");
             let token = stop.child_token();
             let task = tokio::spawn({
                 let worker = worker.clone();
                 let token = token.clone();
-                async move { worker.run_partition(p, token).await }
+                async move { worker.run_task(p, token).await }
             });
             held.insert(
                 p,

@@ -12,11 +12,13 @@ pub mod consumer;
 pub mod events;
 pub mod leases;
 pub mod messages;
+pub mod online;
 pub mod range;
 pub mod replay;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,14 +37,15 @@ use crate::state::State;
 /// finishes the batch in hand and returns.
 ///
 /// # Errors
-/// Bad configuration (stream name, URLs). Unreachable services are waited
-/// for, never an error.
+/// Bad configuration (stream name, URLs, webhooks). Unreachable services
+/// are waited for, never an error.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
+    let webhooks = config.webhooks.webhooks()?;
     let metrics = shared::metrics::install()?;
     telemetry::describe();
     let client = shared::nats::connect(&config.nats, "persister").await?;
@@ -81,6 +84,12 @@ pub async fn run(
             }
             () = stop.cancelled() => {}
         }
+        let hooks = match &webhooks {
+            Some(w) => {
+                Some(start_webhooks(&config, w, &js, &client, &pool, &subjects, &stop).await?)
+            }
+            None => None,
+        };
         let worker = Worker {
             js,
             client: client.clone(),
@@ -89,6 +98,7 @@ pub async fn run(
             state,
             max_batch: config.persister_max_batch.max(1),
             replicas: config.nats.chat_stream_replicas,
+            hooks,
         };
         leases::run(worker, stop.clone()).await;
     }
@@ -102,6 +112,45 @@ pub async fn run(
     pool.close().await;
     tracing::info!("persister stopped");
     Ok(())
+}
+
+/// Creates the hook stream and the receivers' consumers (retrying until
+/// NATS takes them) and starts following presence.
+async fn start_webhooks(
+    config: &Config,
+    webhooks: &webhooks::Webhooks,
+    js: &async_nats::jetstream::Context,
+    client: &async_nats::Client,
+    pool: &sqlx::PgPool,
+    subjects: &shared::subjects::Subjects,
+    stop: &CancellationToken,
+) -> anyhow::Result<consumer::Hooks> {
+    let replicas = config.nats.chat_stream_replicas;
+    while let Err(err) = webhooks::record::ensure(js, subjects, &webhooks.receivers, replicas).await
+    {
+        tracing::warn!(error = %err, "webhook stream not ready");
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let online = online::Online::start(client.clone(), subjects.presence(), stop.clone()).await?;
+    tracing::info!(receivers = ?webhooks.receivers, "delivering webhooks");
+    Ok(consumer::Hooks {
+        recorder: webhooks::record::Recorder {
+            js: js.clone(),
+            subjects: subjects.clone(),
+        },
+        deliverer: Arc::new(webhooks::deliver::Deliverer {
+            js: js.clone(),
+            subjects: subjects.clone(),
+            pool: pool.clone(),
+            online,
+            http: webhooks::deliver::Deliverer::http_client()?,
+            secret: webhooks.secret.clone(),
+        }),
+        receivers: webhooks.receivers.clone(),
+    })
 }
 
 /// Creates the schema, retrying until PostgreSQL answers. False if stopped

@@ -63,6 +63,30 @@ pub async fn join(tx: &mut PgConnection, m: &Membership) -> Result<bool, sqlx::E
     Ok(joined)
 }
 
+/// Whether `user` is a member of `room` whose membership began at `at`
+/// (when `at` is given): a redelivered join or invitation that was applied
+/// already.
+///
+/// # Errors
+/// Any database error.
+pub async fn member_since(
+    tx: &mut PgConnection,
+    room: &str,
+    user: Uuid,
+    at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM room_members
+                         WHERE room_id = $1 AND user_id = $2
+                           AND ($3::timestamptz IS NULL OR joined_at = $3))",
+    )
+    .bind(room)
+    .bind(user)
+    .bind(at)
+    .fetch_one(&mut *tx)
+    .await
+}
+
 /// Removes a member. Returns whether the user was one.
 ///
 /// # Errors
@@ -273,46 +297,52 @@ pub async fn edited_by(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message
     Ok(row.map(Message::from))
 }
 
-/// Whether `d` is what deleted the message (a redelivered delete, applied
-/// already).
+/// The message as `d` left it, if `d` is what deleted it (a redelivered
+/// delete, applied already).
 ///
 /// # Errors
 /// Any database error.
-pub async fn deleted_by(tx: &mut PgConnection, d: &Deletion) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND room_id = $2 AND deleted_at = $3)",
-    )
+pub async fn deleted_by(
+    tx: &mut PgConnection,
+    d: &Deletion,
+) -> Result<Option<Message>, sqlx::Error> {
+    let row: Option<MessageRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        shared::message_columns!(),
+        " FROM messages WHERE id = $1 AND room_id = $2 AND deleted_at = $3"
+    ))
     .bind(d.id)
     .bind(&d.room)
     .bind(d.at)
-    .fetch_one(&mut *tx)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(Message::from))
 }
 
 /// Deletes a message for its sender, or for the room's owner or an admin:
-/// the row stays (id and seq), its text and attachments go. Returns whether
-/// it was deleted now.
+/// the row stays (id and seq), its text and attachments go. Returns the
+/// message as it is now, if it was deleted now.
 ///
 /// # Errors
 /// Any database error.
-pub async fn delete(tx: &mut PgConnection, d: &Deletion) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query(
+pub async fn delete(tx: &mut PgConnection, d: &Deletion) -> Result<Option<Message>, sqlx::Error> {
+    let row: Option<MessageRow> = sqlx::query_as(concat!(
         "UPDATE messages m SET text = NULL, attachments = '[]', deleted_at = $4
           WHERE m.id = $1 AND m.room_id = $2 AND m.deleted_at IS NULL
             AND ($3 = $5 OR m.sender_id = $3 OR EXISTS (
                  SELECT 1 FROM room_members a
-                  WHERE a.room_id = $2 AND a.user_id = $3 AND a.role IN ('owner', 'admin')))",
-    )
+                  WHERE a.room_id = $2 AND a.user_id = $3 AND a.role IN ('owner', 'admin')))
+          RETURNING ",
+        shared::message_columns!()
+    ))
     .bind(d.id)
     .bind(&d.room)
     .bind(d.by.id)
     .bind(d.at)
     .bind(SERVICE)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    Ok(deleted)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(Message::from))
 }
 
 /// Moves a read mark forward, never back.

@@ -14,6 +14,7 @@ pub mod membership;
 pub mod metrics;
 pub mod nats;
 pub mod net;
+pub mod presence;
 pub mod protocol;
 pub mod shutdown;
 pub mod store;

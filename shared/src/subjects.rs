@@ -118,6 +118,34 @@ impl Subjects {
         self.job(crate::jobs::USERS, &user.to_string())
     }
 
+    /// Core NATS subject of the gateways' presence notices.
+    pub fn presence(&self) -> String {
+        format!("{}.presence", self.stream)
+    }
+
+    /// The JetStream stream of webhook events, apart from the jobs: it
+    /// keeps them only as long as deliveries are retried, and a replay of
+    /// the jobs never reads it.
+    pub fn hooks_stream(&self) -> String {
+        format!("{}_hooks", self.stream)
+    }
+
+    /// Where a room's webhook events are recorded: `<S>.hook.<room>`.
+    pub fn hook(&self, room: &str) -> String {
+        format!("{}.hook.{room}", self.stream)
+    }
+
+    /// Every webhook event (`<S>.hook.>`).
+    pub fn hooks_filter(&self) -> String {
+        format!("{}.hook.>", self.stream)
+    }
+
+    /// The durable consumer delivering webhook events to one receiver,
+    /// named by `key` (a digest of its URL).
+    pub fn hook_consumer(&self, key: &str) -> String {
+        format!("{}_hooks_{key}", self.stream)
+    }
+
     /// Core NATS subject carrying a room's events to every gateway.
     pub fn room_events(&self, room: &str) -> String {
         format!("{}.evt.room.{room}", self.stream)

@@ -23,3 +23,4 @@ mod scheduled;
 mod server_api;
 mod slow;
 mod upgrade;
+mod webhooks;
