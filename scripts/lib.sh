@@ -59,6 +59,22 @@ nats_release() {
   echo "$bin"
 }
 
+# Prints the path of schemathesis (the OpenAPI test of the live gateway),
+# installed from PyPI into a virtual environment under .tools/ on first use.
+SCHEMATHESIS_VERSION=4.32.5
+schemathesis_bin() {
+  local dir="$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$dir/bin/st" ]; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION into .tools/ (from PyPI)"
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv "$dir" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$dir"; } \
+      || die "cannot make a Python virtual environment"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
+      || die "cannot install schemathesis $SCHEMATHESIS_VERSION"
+  fi
+  echo "$dir/bin/st"
+}
+
 # Tools the scripts themselves use, installed when a bare machine lacks them.
 ensure_script_tools() {
   command -v python3 >/dev/null || apt_install python3

@@ -25,6 +25,9 @@ command -v chromium >/dev/null || apt_install chromium
 command -v firefox-esr >/dev/null || apt_install firefox-esr
 CHAT_GECKODRIVER=$(geckodriver_bin)
 export CHAT_GECKODRIVER
+# The OpenAPI document's test of the live gateway.
+CHAT_TEST_SCHEMATHESIS=$(schemathesis_bin)
+export CHAT_TEST_SCHEMATHESIS
 command -v npm >/dev/null || apt_install nodejs npm
 if [ ! -d e2e/browser/node_modules/playwright-core ]; then
   say "installing playwright-core for the browser test"

@@ -41,6 +41,7 @@ pub fn routes(
         .or(leave_room(app.clone()))
         .or(list_rooms(app.clone()))
         .or(crate::server_api::routes(app))
+        .or(openapi())
         .or(health)
         .recover(recover)
 }
@@ -93,10 +94,22 @@ fn bearer(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct GuestRequest {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub(crate) struct GuestRequest {
     #[serde(default)]
     name: Option<String>,
+}
+
+/// `GET /v1/openapi.json`: the document of every REST endpoint.
+fn openapi() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "openapi.json").and(warp::get()).map(|| {
+        warp::reply::with_header(
+            crate::openapi::document(),
+            "content-type",
+            "application/json",
+        )
+        .into_response()
+    })
 }
 
 /// `POST /v1/auth/guest`.

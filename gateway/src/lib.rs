@@ -16,6 +16,7 @@ pub mod hub;
 pub mod keys;
 pub mod matching;
 pub mod membership;
+pub mod openapi;
 pub mod origins;
 pub mod presence;
 pub mod publish;

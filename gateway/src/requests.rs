@@ -28,10 +28,10 @@ fn forbidden(what: &str) -> ApiError {
     ApiError::new(ErrorCode::Forbidden, what)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Empty {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SendAck {
     pub temp_id: Uuid,
 }
@@ -449,7 +449,7 @@ pub async fn profile_at_connect(
     Ok(user)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryPage {
     pub messages: Vec<Message>,
 }
@@ -472,7 +472,7 @@ pub async fn history(
     Ok(HistoryPage { messages })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RoomList {
     pub rooms: Vec<store::RoomSummary>,
 }

@@ -48,7 +48,7 @@ fn msg_id() -> String {
     Uuid::new_v4().to_string()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JoinAck {
     pub room: String,
     pub members: Vec<User>,
@@ -133,7 +133,7 @@ pub async fn leave(app: &App, user: &User, room: &str) -> Result<Empty, ApiError
     Ok(Empty {})
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RoomAck {
     pub room: String,
 }

@@ -46,8 +46,8 @@ fn empty_ok(_: crate::requests::Empty) -> warp::reply::Response {
     reply_json(StatusCode::OK, &serde_json::json!({}))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewRoom {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct NewRoom {
     #[serde(flatten)]
     room: CreateRoom,
     #[serde(default)]
@@ -77,8 +77,8 @@ fn create_room(
         })
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct MemberRole {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub(crate) struct MemberRole {
     #[serde(default)]
     role: Option<Role>,
 }
@@ -126,8 +126,8 @@ fn delete_member(
         })
 }
 
-#[derive(Debug, Deserialize)]
-struct BackendMessage {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct BackendMessage {
     #[serde(flatten)]
     message: SendMessage,
     #[serde(default)]
@@ -277,8 +277,8 @@ fn disconnect(
         })
 }
 
-#[derive(Debug, Deserialize)]
-struct Profile {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct Profile {
     name: String,
     #[serde(default)]
     avatar_url: Option<String>,

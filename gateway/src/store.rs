@@ -163,14 +163,16 @@ pub async fn history(
 }
 
 /// A row of `GET /v1/rooms`.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RoomSummary {
     pub id: String,
     pub name: Option<String>,
+    #[schema(example = "group")]
     pub kind: String,
     /// Messages from others after the user's read mark.
     pub unread: i64,
     #[serde(with = "shared::time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_message_at: Option<DateTime<Utc>>,
     /// A direct room's other member, for clients to show by name and
     /// presence; absent for group rooms.

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// The contract's error codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -39,7 +39,9 @@ impl ErrorCode {
 
 /// A refusal as clients see it: a code and a plain message, never an
 /// internal cause (that goes to the log where it is handled).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
@@ -73,7 +75,7 @@ impl ApiError {
 /// A user as it appears inside events. `name` is `null` for a user named
 /// by id (invited, added to a room) who never connected: the identity
 /// provider is the directory, and the name comes with their first token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub name: Option<String>,
@@ -136,7 +138,7 @@ fn sender_or_service<'de, D: serde::Deserializer<'de>>(d: D) -> Result<User, D::
 }
 
 /// A member's role in a room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,
@@ -168,7 +170,7 @@ impl Role {
 }
 
 /// A group room or a direct room of two.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
     #[default]
@@ -186,7 +188,7 @@ impl RoomKind {
 }
 
 /// What a message is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     #[default]
@@ -224,17 +226,19 @@ impl MessageKind {
 }
 
 /// Attachment metadata, returned exactly as sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub url: String,
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(max_length = 127)]
     pub mime: String,
+    #[schema(maximum = 9_007_199_254_740_992_u64)]
     pub size: u64,
 }
 
 /// A stored message as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
     pub seq: i64,
@@ -244,6 +248,7 @@ pub struct Message {
         serialize_with = "sender_or_null",
         deserialize_with = "sender_or_service"
     )]
+    #[schema(value_type = Option<User>)]
     pub sender: User,
     pub kind: MessageKind,
     pub text: Option<String>,
@@ -329,7 +334,7 @@ pub struct RoomRef {
 }
 
 /// `message:send` (over REST without `room`, which comes from the path).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SendMessage {
     #[serde(default)]
     pub room: Option<String>,
@@ -358,7 +363,7 @@ pub struct RoomNotifications {
 }
 
 /// Which messages of a room reach a member who is offline.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyLevel {
     #[default]
@@ -378,7 +383,7 @@ impl NotifyLevel {
 }
 
 /// `room:create`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateRoom {
     #[serde(default)]
     pub room: Option<String>,

@@ -12,6 +12,7 @@ mod lifecycle;
 mod loadgen;
 mod matching;
 mod messaging;
+mod openapi;
 mod operations;
 mod ordering;
 mod outages;
