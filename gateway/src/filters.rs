@@ -42,11 +42,7 @@ pub fn json_body<T: for<'de> Deserialize<'de> + Send>(
             } else {
                 &body
             };
-            serde_json::from_slice::<T>(body).map_err(|err| {
-                let msg = err.to_string();
-                let msg = msg.split(" at line").next().unwrap_or(&msg).to_owned();
-                refuse(ApiError::bad_request(format!("bad body: {msg}")))
-            })
+            shared::validate::json_object::<T>(body, "body").map_err(refuse)
         })
 }
 

@@ -502,13 +502,7 @@ fn deadline(unix_s: i64) -> tokio::time::Instant {
 /// Parses a frame's `data` as `T`; a missing `data` reads as `{}`.
 fn data<T: serde::de::DeserializeOwned>(env: &Envelope<'_>) -> Result<T, ApiError> {
     let text = env.data.map_or("{}", RawValue::get);
-    serde_json::from_str(text).map_err(|err| {
-        // serde's message names the field and the expected type, never
-        // anything internal.
-        let msg = err.to_string();
-        let msg = msg.split(" at line").next().unwrap_or(&msg);
-        ApiError::bad_request(format!("bad data: {msg}"))
-    })
+    shared::validate::json_object(text.as_bytes(), "data")
 }
 
 /// A request's answer.

@@ -172,6 +172,54 @@ pub fn history_limit(limit: Option<i64>) -> i64 {
         .clamp(1, MAX_HISTORY_LIMIT)
 }
 
+/// Reads a request's JSON object (a REST body, a frame's `data`) as `T`.
+/// Anything but an object is refused, also where serde would read a struct
+/// from an array by position; `what` names it in the message. serde's
+/// message names the field and the type it expected, never anything
+/// internal.
+///
+/// # Errors
+/// `bad_request`.
+pub fn json_object<T: serde::de::DeserializeOwned>(text: &[u8], what: &str) -> Result<T, ApiError> {
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::bad_request(format!(
+            "bad {what}: a JSON object is expected"
+        )));
+    }
+    serde_json::from_slice(text).map_err(|err| {
+        let msg = err.to_string();
+        let msg = msg.split(" at line").next().unwrap_or(&msg);
+        ApiError::bad_request(format!("bad {what}: {msg}"))
+    })
+}
+
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Named {
+        #[serde(default)]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn only_an_object_reads_as_a_request() {
+        assert_eq!(
+            json_object::<Named>(br#" {"name":"a"}"#, "body")
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("a")
+        );
+        for bad in [&b"[]"[..], b"[\"a\"]", b"null", b"1", b"\"x\"", b"", b"{"] {
+            let err = json_object::<Named>(bad, "body").unwrap_err();
+            assert!(err.message.starts_with("bad body"), "{err}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

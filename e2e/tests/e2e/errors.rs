@@ -70,6 +70,12 @@ async fn bad_frames_get_bad_request_or_unknown_type_and_the_connection_stays_ope
         ann.refused("message:send", json!("not an object")).await,
         "bad_request"
     );
+    // An array is not an object either, even one serde could read by
+    // position.
+    assert_eq!(
+        ann.refused("room:join", json!(["errs"])).await,
+        "bad_request"
+    );
     assert_eq!(
         ann.refused("message:send", json!({"room": "errs", "text": ""}))
             .await,
@@ -368,14 +374,16 @@ async fn rest_bodies_that_are_not_json_or_too_big_get_json_errors() {
         g.name
     );
 
-    let resp = http()
-        .post(format!("{base}/v1/auth/guest"))
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "bad_request");
+    for bad in ["{nope", "[]", "[\"Ann\"]", "null"] {
+        let resp = http()
+            .post(format!("{base}/v1/auth/guest"))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["code"], "bad_request");
+    }
     let resp = http()
         .post(format!("{base}/v1/auth/guest"))
         .json(&json!({"name": "   "}))
