@@ -73,6 +73,8 @@ async fn every_documented_endpoint_answers_as_documented_and_never_with_a_server
             "--report-junit-path",
         ])
         .arg(&report)
+        // Its cache of findings goes with the test's logs, not the tree.
+        .current_dir(&stack.config.logs)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(600), run)
