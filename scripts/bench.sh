@@ -68,13 +68,15 @@ case "$WEBHOOK" in
     python3 -c '
 import http.server, sys
 class Take(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
     def log_message(self, *args): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Take).serve_forever()
 ' "$hport" &
-    pids+=($!)
+    receiver_pid=$!
+    pids+=("$receiver_pid")
     wait_port 127.0.0.1 "$hport" "webhook receiver"
     export CHAT_WEBHOOK_URL="http://127.0.0.1:$hport/hooks" ;;
   # A free port: nothing listens there, every delivery is refused.
@@ -101,6 +103,7 @@ args=("$@")
 [ "$scenario" = connections ] && args+=(--gateway-pid "$gateway_pid")
 watch=(--watch "gateway=$gateway_pid" --watch "nats=${pids[0]}" --watch "postgres=comm:postgres")
 [ -n "${persister_pid:-}" ] && watch+=(--watch "persister=$persister_pid")
+[ -n "${receiver_pid:-}" ] && watch+=(--watch "receiver=$receiver_pid")
 loadgen=("$BIN/loadgen" --url "http://127.0.0.1:$gport" --database-url "$DATABASE_URL" "${watch[@]}" "${args[@]}")
 if [ "$scenario" = backlog ]; then
   # The persister starts once the backlog is in the stream.

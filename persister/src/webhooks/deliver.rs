@@ -197,6 +197,10 @@ impl Deliverer {
             }
         })
         .await;
+        // What it still held is the next holder's to report.
+        queues.held.clear();
+        queues.failing = 0;
+        queues.gauges();
         Ok(())
     }
 
