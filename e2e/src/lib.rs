@@ -8,6 +8,7 @@
 //! `scripts/test.sh` starts what is needed and sets the variables.
 
 pub mod db;
+pub mod faults;
 pub mod hooks;
 pub mod idp;
 pub mod procs;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use e2e::faults::{replace_the_persister_mid_commit, slow_commits};
 use e2e::{Gateway, Persister, Stack, WsClient};
 use serde_json::json;
 
@@ -312,13 +313,16 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
     bob.persisted(&t).await;
     let pool = stack.db.pool().await;
 
-    slow_commits(&pool, "INSERT").await;
+    slow_commits(&pool, "INSERT", "messages").await;
     let t = ann.say("wake", "second").await;
     replace_the_persister_mid_commit(
         &mut stack,
         &pool,
-        "SELECT count(*) FROM messages WHERE text = 'second'",
-        (&mut ann, "message:persisted"),
+        (
+            "messages",
+            "SELECT count(*) FROM messages WHERE text = 'second'",
+        ),
+        Some((&mut ann, "message:persisted")),
     )
     .await;
     // The next persister takes the partition over once the dead one's
@@ -351,7 +355,7 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
     }
 
     // The same for an edit.
-    slow_commits(&pool, "UPDATE").await;
+    slow_commits(&pool, "UPDATE", "messages").await;
     ann.ok(
         "message:edit",
         json!({"room": "wake", "id": id, "text": "second, edited"}),
@@ -360,8 +364,11 @@ async fn members_see_a_message_whose_persister_died_between_commit_and_event() {
     replace_the_persister_mid_commit(
         &mut stack,
         &pool,
-        "SELECT count(*) FROM messages WHERE text = 'second, edited'",
-        (&mut ann, "message:edited"),
+        (
+            "messages",
+            "SELECT count(*) FROM messages WHERE text = 'second, edited'",
+        ),
+        Some((&mut ann, "message:edited")),
     )
     .await;
     let told = each_gets([&mut ann, &mut bob], "the stored edit's event", |v| {
@@ -388,62 +395,4 @@ async fn each_gets(
         );
     }
     got
-}
-
-/// From now on, each commit that inserts (or updates) a message takes 4 s:
-/// time to kill the persister after its transaction has reached COMMIT.
-async fn slow_commits(pool: &sqlx::PgPool, op: &str) {
-    let trigger = match op {
-        "INSERT" => {
-            "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
-        }
-        "UPDATE" => {
-            "CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON messages
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
-        }
-        other => panic!("no slow commits for {other}"),
-    };
-    for sql in [
-        "CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
-           AS $$ BEGIN PERFORM pg_sleep(4); RETURN NULL; END $$",
-        trigger,
-    ] {
-        sqlx::query(sql).execute(pool).await.expect("slow commits");
-    }
-}
-
-/// Kills the persister while it commits; PostgreSQL finishes the commit
-/// without its client (`committed` counts 1 then), and the member does not
-/// hear of it (`unseen`). Then commits are quick again, and a new persister
-/// starts.
-async fn replace_the_persister_mid_commit(
-    stack: &mut Stack,
-    pool: &sqlx::PgPool,
-    committed: &'static str,
-    (member, unseen): (&mut WsClient, &str),
-) {
-    e2e::eventually("the persister to be committing", || async {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event = 'PgSleep'",
-        )
-        .fetch_one(pool)
-        .await
-        .ok()?;
-        (n > 0).then_some(())
-    })
-    .await;
-    stack.persisters.remove(0).process.kill().await;
-    e2e::eventually("the killed persister's commit to finish", || async {
-        let n: i64 = sqlx::query_scalar(committed).fetch_one(pool).await.ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
-    sqlx::query("DROP TRIGGER slow_commit ON messages")
-        .execute(pool)
-        .await
-        .expect("commits as before");
-    member.expect_no(unseen, Duration::from_secs(1)).await;
-    stack.add_persister().await;
 }

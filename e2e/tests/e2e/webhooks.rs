@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use e2e::faults::{replace_the_persister_mid_commit, slow_commits};
 use e2e::hooks::{Mode, Receiver, SECRET};
 use e2e::{Persister, Stack, WsClient};
 use serde_json::{json, Value};
@@ -190,6 +191,63 @@ async fn events_a_persister_held_when_killed_mid_delivery_come_again_in_room_ord
     eprintln!(
         "{before} events before the kill, {} duplicates after",
         receiver.duplicates()
+    );
+}
+
+#[tokio::test]
+async fn a_join_and_a_message_whose_persister_died_between_commit_and_record_reach_the_receiver() {
+    let receiver = Receiver::start(Mode::Take).await;
+    let mut stack = stack_with(&receiver, 1).await;
+    let mut ann = stack.connect("Ann").await;
+    let mut bob = stack.connect("Bob").await;
+    ann.join("crash").await;
+    let pool = stack.db.pool().await;
+
+    // Bob's join commits, and its persister dies before recording it.
+    slow_commits(&pool, "INSERT", "room_members").await;
+    let joining = bob.send("room:join", json!({"room": "crash"}));
+    replace_the_persister_mid_commit(
+        &mut stack,
+        &pool,
+        (
+            "room_members",
+            &format!(
+                "SELECT count(*) FROM room_members WHERE room_id = 'crash' AND user_id = '{}'",
+                bob.user.id
+            ),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(bob.reply(&joining).await["type"], "ack");
+    // The same for a message.
+    slow_commits(&pool, "INSERT", "messages").await;
+    let t = ann.say("crash", "still here").await;
+    replace_the_persister_mid_commit(
+        &mut stack,
+        &pool,
+        (
+            "messages",
+            "SELECT count(*) FROM messages WHERE text = 'still here'",
+        ),
+        None,
+    )
+    .await;
+    ann.persisted(&t).await;
+
+    let joined_bob = |e: &Value| {
+        e["type"] == "room.member_joined" && e["data"]["user"]["id"] == bob.user.id.as_str()
+    };
+    receiver
+        .until(Duration::from_secs(40), "Bob's join and the message", |e| {
+            e.iter().any(joined_bob) && count(e, "message.persisted") == 1
+        })
+        .await;
+    let events = receiver.events();
+    assert_eq!(events.iter().filter(|e| joined_bob(e)).count(), 1);
+    assert_eq!(seqs_in(&events, "crash"), [1]);
+    assert!(
+        position(&events, joined_bob) < position(&events, |e| e["type"] == "message.persisted")
     );
 }
 
