@@ -2,7 +2,6 @@
 //! checks each request's signature, deduplicates events by id, and can be
 //! told to fail or to answer slowly.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,11 +72,7 @@ impl Receiver {
                     async move { receive(&mode, &log, sig, id, &body).await }
                 }
             });
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind the webhook receiver");
-        let addr = listener.local_addr().expect("its address");
-        let server = tokio::spawn(warp::serve(route).incoming(listener).run());
+        let (addr, server) = crate::serve_on_loopback(route).await;
         Self {
             url: format!("http://{addr}/hooks"),
             mode,
@@ -114,6 +109,18 @@ impl Receiver {
             .into_iter()
             .filter(|e| e["type"] == kind)
             .collect()
+    }
+
+    /// Waits for `expected` events, then a moment more in which nothing but
+    /// duplicates may come; returns them, every one correctly signed.
+    pub async fn settled(&self, limit: Duration, expected: usize) -> Vec<Value> {
+        self.until(limit, "every event", |e| e.len() >= expected)
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let events = self.events();
+        assert_eq!(self.bad(), Vec::<String>::new(), "badly signed requests");
+        assert_eq!(events.len(), expected, "{events:#?}");
+        events
     }
 
     /// Waits until `check` holds of the events taken.

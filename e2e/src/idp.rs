@@ -2,7 +2,6 @@
 //! `e2e/fixtures/keys/`), tokens signed with them, and a real HTTP server
 //! publishing a JWKS document whose keys a test can change while it runs.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,11 +103,7 @@ impl JwksServer {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind the JWKS server");
-        let addr = listener.local_addr().expect("its address");
-        let server = tokio::spawn(warp::serve(route).incoming(listener).run());
+        let (addr, server) = crate::serve_on_loopback(route).await;
         Self {
             url: format!("http://{addr}/jwks.json"),
             mode,

@@ -52,6 +52,23 @@ pub struct Guest {
     pub name: String,
 }
 
+/// Serves `route` on a free loopback port (a JWKS endpoint, a webhook
+/// receiver); the server stops when its task is aborted or the test ends.
+pub async fn serve_on_loopback<F>(route: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let listener = tokio::net::TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    (
+        addr,
+        tokio::spawn(warp::serve(route).incoming(listener).run()),
+    )
+}
+
 /// An HTTP client for the tests.
 pub fn http() -> reqwest::Client {
     shared::net::install_tls_provider();

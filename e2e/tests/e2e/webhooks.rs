@@ -87,16 +87,7 @@ async fn every_event_reaches_a_receiver_that_failed_for_30_s_once_per_id_and_in_
     receiver.set(Mode::Take);
 
     let expected = 4 + 10 + 1 + 1 + 1;
-    receiver
-        .until(Duration::from_secs(60), "every event", |e| {
-            e.len() >= expected
-        })
-        .await;
-    // A moment more: nothing else may come but duplicates.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let events = receiver.events();
-    assert_eq!(receiver.bad(), Vec::<String>::new(), "bad signatures");
-    assert_eq!(events.len(), expected, "{events:#?}");
+    let events = receiver.settled(Duration::from_secs(60), expected).await;
     assert_eq!(count(&events, "room.member_joined"), 4);
     assert_eq!(count(&events, "message.persisted"), 10);
     assert_eq!(count(&events, "message.edited"), 1);
@@ -172,16 +163,9 @@ async fn events_a_persister_held_when_killed_mid_delivery_come_again_in_room_ord
     let replacement = Persister::start(&stack.config).await;
     stack.persisters.push(replacement);
 
-    let expected = 4 + 4 * per_room;
-    receiver
-        .until(Duration::from_secs(60), "every event", |e| {
-            e.len() >= expected
-        })
+    let events = receiver
+        .settled(Duration::from_secs(60), 4 + 4 * per_room)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let events = receiver.events();
-    assert_eq!(receiver.bad(), Vec::<String>::new());
-    assert_eq!(events.len(), expected);
     let all: Vec<i64> = (1..=per_room as i64).collect();
     for room in rooms {
         assert_eq!(seqs_in(&events, room), all, "{room}");
