@@ -9,7 +9,7 @@ use shared::events::RoomEvent;
 use shared::jobs::{self, Deletion, Edit, Job, NewMessage, ReadMark, UserSeen};
 use shared::protocol::{
     event, ApiError, DeleteMessage, EditMessage, ErrorCode, HistoryQuery, MarkRead, Message,
-    MessageKind, ReadEvent, RoomMember, SendMessage, User,
+    MessageKind, React, ReadEvent, RoomMember, SendMessage, User,
 };
 use shared::validate;
 use uuid::Uuid;
@@ -235,6 +235,29 @@ pub async fn delete(app: &App, user: &User, req: DeleteMessage) -> Result<Empty,
         room: req.room,
         id: req.id,
         by: user.clone(),
+        at: shared::time::now_millis(),
+    });
+    publish_job(app, &job, &Uuid::new_v4().to_string()).await?;
+    Ok(Empty {})
+}
+
+/// `reaction:add` / `reaction:remove`: any member, on a live message of
+/// the room; one reaction per emoji per user, so adding twice or taking
+/// back what is not there changes nothing.
+///
+/// # Errors
+/// `bad_request`, `not_a_member`, `not_found`, `unavailable`.
+pub async fn react(app: &App, user: &User, req: React, add: bool) -> Result<Empty, ApiError> {
+    validate::room_id(&req.room)?;
+    ensure_member(app, user, &req.room).await?;
+    validate::emoji(&req.emoji)?;
+    live_message(app, user, &req.room, req.message_id).await?;
+    let job = Job::React(jobs::Reaction {
+        room: req.room,
+        message_id: req.message_id,
+        user: user.clone(),
+        emoji: req.emoji,
+        add,
         at: shared::time::now_millis(),
     });
     publish_job(app, &job, &Uuid::new_v4().to_string()).await?;

@@ -464,6 +464,10 @@ impl Handler<'_> {
             RequestType::RoomNotifications => {
                 now(&requests::set_notifications(app, user, data(env)?).await?)
             }
+            RequestType::ReactionAdd | RequestType::ReactionRemove => {
+                let add = request == RequestType::ReactionAdd;
+                now(&requests::react(app, user, data(env)?, add).await?)
+            }
             RequestType::UserUpdate => {
                 let next = requests::update_profile(app, user, data(env)?).await?;
                 let ack = serde_json::json!({ "user": &next });

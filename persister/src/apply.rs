@@ -58,6 +58,12 @@ pub enum Outcome {
     Edited(Message),
     /// The message as the deletion left it.
     Deleted(Message),
+    /// A message's reactions as they are now.
+    Reactions {
+        room: String,
+        message_id: Uuid,
+        reactions: shared::protocol::Reactions,
+    },
 }
 
 impl Outcome {
@@ -188,10 +194,30 @@ async fn apply_one(
             None => None,
         },
         Job::Delete(d) => match store::delete(tx, d).await? {
-            Some(m) => Some(Outcome::Deleted(m)),
+            Some(mut m) => {
+                crate::reactions::clear(tx, m.id).await?;
+                m.reactions.clear();
+                Some(Outcome::Deleted(m))
+            }
             None if again => store::deleted_by(tx, d).await?.map(Outcome::Deleted),
             None => None,
         },
+        // A reaction that changed nothing (a repeat) is told again only
+        // when redelivered: its first telling may have been lost.
+        Job::React(r) => {
+            let changed = crate::reactions::react(tx, r).await?;
+            if changed || again {
+                crate::reactions::of_message(tx, &r.room, r.message_id)
+                    .await?
+                    .map(|reactions| Outcome::Reactions {
+                        room: r.room.clone(),
+                        message_id: r.message_id,
+                        reactions,
+                    })
+            } else {
+                None
+            }
+        }
         Job::Read(r) => {
             store::mark_read(tx, r).await?;
             None
@@ -221,6 +247,7 @@ fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&User, DateTime<Utc>)> {
             Job::Read(r) => vec![(&r.user, r.at)],
             Job::Seen(u) => vec![(&u.user, u.at)],
             Job::Notify(n) => vec![(&n.user, n.at)],
+            Job::React(r) => vec![(&r.user, r.at)],
         };
         // A user named by id who never connected has no name to keep.
         for (user, at) in named {

@@ -4,7 +4,7 @@
 
 use async_nats::Client;
 use shared::events::RoomEvent;
-use shared::protocol::{event, Deleted, Persisted, RoomMember, RoomRole};
+use shared::protocol::{event, Deleted, Persisted, ReactionsEvent, RoomMember, RoomRole};
 use shared::subjects::Subjects;
 use uuid::Uuid;
 
@@ -75,6 +75,22 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
                 event::MESSAGE_EDITED,
                 &message.room,
                 serde_json::json!({ "message": message }),
+            ),
+            None,
+        ),
+        Outcome::Reactions {
+            room,
+            message_id,
+            reactions,
+        } => (
+            RoomEvent::new(
+                event::MESSAGE_REACTIONS,
+                room,
+                ReactionsEvent {
+                    room,
+                    message_id: *message_id,
+                    reactions,
+                },
             ),
             None,
         ),

@@ -14,6 +14,7 @@ pub mod leases;
 pub mod messages;
 pub mod online;
 pub mod range;
+pub mod reactions;
 pub mod replay;
 pub mod state;
 pub mod store;

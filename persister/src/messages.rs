@@ -356,5 +356,6 @@ fn stored_message(job: &NewMessage, seq: i64) -> Message {
         edited_at: None,
         deleted_at: None,
         mentions: job.mentions.clone(),
+        reactions: shared::protocol::Reactions::new(),
     }
 }

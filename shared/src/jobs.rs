@@ -42,6 +42,20 @@ pub enum Job {
     Seen(UserSeen),
     /// A member's notification level in a room.
     Notify(NotifySetting),
+    /// A member adds or takes back a reaction to a message.
+    React(Reaction),
+}
+
+/// One user's reaction with one emoji to one message: added, or (`add`
+/// false) taken back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub room: String,
+    pub message_id: Uuid,
+    pub user: User,
+    pub emoji: String,
+    pub add: bool,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +84,7 @@ impl Job {
             Job::Read(r) => &r.room,
             Job::Seen(_) => USERS,
             Job::Notify(n) => &n.room,
+            Job::React(r) => &r.room,
         }
     }
 
@@ -80,7 +95,11 @@ impl Job {
     pub fn subject(&self, subjects: &Subjects) -> String {
         let room = self.room();
         match self {
-            Job::Message(_) | Job::Edit(_) | Job::Delete(_) => subjects.job(room, "msg"),
+            // With the room's messages: a reaction lands after its message
+            // and before its deletion.
+            Job::Message(_) | Job::Edit(_) | Job::Delete(_) | Job::React(_) => {
+                subjects.job(room, "msg")
+            }
             Job::Join(m) | Job::Leave(m) => subjects.membership(room, &m.user.id),
             Job::CreateRoom(r) => subjects.membership(room, &r.owner.id),
             Job::Invite(i) => subjects.membership(room, &i.user.id),

@@ -265,7 +265,15 @@ pub struct Message {
     /// The members the message names; `[]` when none.
     #[serde(default)]
     pub mentions: Vec<Uuid>,
+    /// Who reacted with what: emoji → user ids, in the order they reacted;
+    /// `{}` when none.
+    #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, Vec<String>>)]
+    pub reactions: Reactions,
 }
+
+/// A message's reactions: emoji → the users who reacted with it.
+pub type Reactions = std::collections::BTreeMap<String, Vec<Uuid>>;
 
 /// The outer shape of every client frame; `data` is parsed once `type` says
 /// what it should be.
@@ -419,6 +427,22 @@ pub struct EditMessage {
     pub text: String,
 }
 
+/// `reaction:add` and `reaction:remove`.
+#[derive(Debug, Deserialize)]
+pub struct React {
+    pub room: String,
+    pub message_id: Uuid,
+    pub emoji: String,
+}
+
+/// `message:reactions` data: a message's reactions as they are now.
+#[derive(Debug, Serialize)]
+pub struct ReactionsEvent<'a> {
+    pub room: &'a str,
+    pub message_id: Uuid,
+    pub reactions: &'a Reactions,
+}
+
 /// `message:delete`.
 #[derive(Debug, Deserialize)]
 pub struct DeleteMessage {
@@ -466,6 +490,8 @@ pub enum RequestType {
     SessionRefresh,
     UserUpdate,
     RoomNotifications,
+    ReactionAdd,
+    ReactionRemove,
 }
 
 impl RequestType {
@@ -488,6 +514,8 @@ impl RequestType {
             "session:refresh" => Self::SessionRefresh,
             "user:update" => Self::UserUpdate,
             "room:notifications" => Self::RoomNotifications,
+            "reaction:add" => Self::ReactionAdd,
+            "reaction:remove" => Self::ReactionRemove,
             _ => return None,
         })
     }
@@ -563,6 +591,7 @@ pub mod event {
     pub const MESSAGE_PERSISTED: &str = "message:persisted";
     pub const MESSAGE_EDITED: &str = "message:edited";
     pub const MESSAGE_DELETED: &str = "message:deleted";
+    pub const MESSAGE_REACTIONS: &str = "message:reactions";
     pub const MESSAGE_READ: &str = "message:read";
     pub const TYPING_START: &str = "typing:start";
     pub const TYPING_STOP: &str = "typing:stop";
@@ -623,6 +652,7 @@ mod tests {
             edited_at: None,
             deleted_at: None,
             mentions: vec![],
+            reactions: Reactions::new(),
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["created_at"], "2026-11-22T10:00:00.123Z");
@@ -649,6 +679,7 @@ mod tests {
             edited_at: None,
             deleted_at: None,
             mentions: vec![],
+            reactions: Reactions::new(),
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["sender"], serde_json::Value::Null);

@@ -11,7 +11,10 @@ use crate::protocol::{Attachment, Message, MessageKind, User};
 macro_rules! message_columns {
     () => {
         "id, seq, room_id, sender_id, sender_name, sender_avatar, kind, text, reply_to, mentions, \
-         attachments, temp_id, client_id, created_at, edited_at, deleted_at"
+         attachments, temp_id, client_id, created_at, edited_at, deleted_at, \
+         (SELECT COALESCE(jsonb_object_agg(emoji, users), '{}') FROM \
+            (SELECT emoji, jsonb_agg(user_id ORDER BY created_at, user_id) AS users \
+               FROM message_reactions r WHERE r.message_id = id GROUP BY emoji) x) AS reactions"
     };
 }
 
@@ -34,6 +37,7 @@ pub struct MessageRow {
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub reactions: sqlx::types::Json<crate::protocol::Reactions>,
 }
 
 impl From<MessageRow> for Message {
@@ -57,6 +61,7 @@ impl From<MessageRow> for Message {
             edited_at: r.edited_at,
             deleted_at: r.deleted_at,
             mentions: r.mentions,
+            reactions: r.reactions.0,
         }
     }
 }

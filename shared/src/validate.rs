@@ -51,6 +51,28 @@ pub fn text(text: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Longest emoji of a reaction, in Unicode scalar values (a flag, a family
+/// or a skin tone is several).
+const MAX_EMOJI_CHARS: usize = 32;
+
+/// A reaction's emoji: 1-32 characters, no white space or control
+/// characters (so it shows as one thing, and keys one reaction).
+///
+/// # Errors
+/// `bad_request`.
+pub fn emoji(emoji: &str) -> Result<(), ApiError> {
+    let n = emoji.chars().count();
+    if n == 0 || n > MAX_EMOJI_CHARS {
+        return Err(ApiError::bad_request("emoji must be 1-32 characters"));
+    }
+    if emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad_request(
+            "emoji must not contain white space or control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.contains('\0') {
         return Err(ApiError::bad_request(format!(
@@ -192,6 +214,26 @@ pub fn json_object<T: serde::de::DeserializeOwned>(text: &[u8], what: &str) -> R
         let msg = msg.split(" at line").next().unwrap_or(&msg);
         ApiError::bad_request(format!("bad {what}: {msg}"))
     })
+}
+
+#[cfg(test)]
+mod emoji_tests {
+    use super::*;
+
+    #[test]
+    fn an_emoji_is_one_to_32_characters_without_spaces() {
+        for ok in ["👍", "🇰🇷", "👨‍👩‍👧‍👦", "+1", ":party:", &"x".repeat(32)]
+        {
+            assert!(emoji(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", " ", "👍 👍", "a\nb", "\0", &"x".repeat(33)] {
+            assert_eq!(
+                emoji(bad).unwrap_err().code,
+                crate::protocol::ErrorCode::BadRequest,
+                "{bad:?}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod ordering;
 mod outages;
 mod presence;
 mod races;
+mod reactions;
 mod replay;
 mod rooms;
 mod scheduled;

@@ -13,6 +13,7 @@ async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<Value>)> {
         ("room_members", "room_id, user_id"),
         ("messages", "id"),
         ("users", "id"),
+        ("message_reactions", "message_id, emoji, user_id"),
     ] {
         let sql = format!("SELECT to_jsonb(t) FROM (SELECT * FROM {table} ORDER BY {order}) t");
         let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -55,6 +56,15 @@ async fn chatter(stack: &Stack) {
         json!({"room": "lobby", "id": ids[0], "text": "edited twice"}),
     )
     .await;
+    let react =
+        |id: &Value, emoji: &str| json!({"room": "lobby", "message_id": id, "emoji": emoji});
+    bob.ok("reaction:add", react(&ids[1], "👍")).await;
+    ann.ok("reaction:add", react(&ids[1], "👍")).await;
+    ann.ok("reaction:add", react(&ids[1], "🎉")).await;
+    bob.ok("reaction:add", react(&ids[2], "❤️")).await;
+    bob.ok("reaction:remove", react(&ids[2], "❤️")).await;
+    // A deleted message keeps no reactions.
+    ann.ok("reaction:add", react(&ids[3], "👀")).await;
     bob.ok("message:delete", json!({"room": "lobby", "id": ids[3]}))
         .await;
     bob.ok(
@@ -103,10 +113,16 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
     let pool = stack.db.pool().await;
     let before = snapshot(&pool).await;
     assert_eq!(before[2].1.len(), 14, "all messages stored");
+    assert_eq!(
+        before[4].1.len(),
+        3,
+        "the reactions left: {:?}",
+        before[4].1
+    );
 
     let p = stack.persisters.remove(0);
     p.process.stop().await;
-    sqlx::query("TRUNCATE messages, room_members, rooms, users")
+    sqlx::query("TRUNCATE message_reactions, messages, room_members, rooms, users")
         .execute(&pool)
         .await
         .unwrap();
@@ -146,7 +162,7 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
     );
 
     // A range: up to an early sequence restores only the start.
-    sqlx::query("TRUNCATE messages, room_members, rooms, users")
+    sqlx::query("TRUNCATE message_reactions, messages, room_members, rooms, users")
         .execute(&pool)
         .await
         .unwrap();

@@ -104,7 +104,7 @@ pub struct Recorded {
 }
 
 /// The webhook event of an outcome; `None` for those webhooks are not told
-/// (role changes).
+/// (role changes, reactions).
 pub fn event_of(outcome: &Outcome) -> Option<Recorded> {
     let (room, id, body) = match outcome {
         Outcome::Persisted(m) | Outcome::Retold(m) => {
@@ -124,7 +124,7 @@ pub fn event_of(outcome: &Outcome) -> Option<Recorded> {
         ),
         Outcome::Joined { room, user, at, .. } => member_event(MEMBER_JOINED, room, user, *at),
         Outcome::Left { room, user, at, .. } => member_event(MEMBER_LEFT, room, user, *at),
-        Outcome::RoleChanged { .. } => return None,
+        Outcome::RoleChanged { .. } | Outcome::Reactions { .. } => return None,
     };
     Some(Recorded { room, id, body })
 }
