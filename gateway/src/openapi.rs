@@ -9,7 +9,9 @@
 
 use std::sync::OnceLock;
 
-use shared::protocol::{ApiError, Attachment, Message, MessageKind, NotifyLevel, Role, RoomKind};
+use shared::protocol::{
+    ApiError, Attachment, Message, MessageKind, NotifyLevel, Role, RoomKind, Thread,
+};
 use shared::protocol::{CreateRoom, ErrorCode, SendMessage, User};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -94,7 +96,7 @@ pub fn document() -> &'static str {
         openapi_json,
     ),
     components(schemas(
-        ApiError, ErrorCode, User, Message, MessageKind, Attachment, Role, RoomKind,
+        ApiError, ErrorCode, User, Message, MessageKind, Attachment, Role, RoomKind, Thread,
         NotifyLevel, SendMessage, CreateRoom, RoomSummary, RoomList, HistoryPage, SendAck,
         JoinAck, RoomAck, Empty, GuestRequest, GuestReply, NewRoom, MemberRole,
         BackendMessage, Profile, UserReply, Presence, Health
@@ -175,6 +177,7 @@ fn post_message() {}
         ("after" = Option<i64>, Query, description = "The messages right after this seq"),
         ("before" = Option<i64>, Query, description = "The messages right before this seq"),
         ("limit" = Option<i64>, Query, description = "1-100 (clamped), default 50"),
+        ("thread_of" = Option<uuid::Uuid>, Query, description = "Only the replies of this thread"),
     ),
     responses(
         (status = 200, description = "A page, ascending by seq", body = HistoryPage),
@@ -306,6 +309,7 @@ fn server_delete_message() {}
         ("after" = Option<i64>, Query, description = "The messages right after this seq"),
         ("before" = Option<i64>, Query, description = "The messages right before this seq"),
         ("limit" = Option<i64>, Query, description = "1-100 (clamped), default 50"),
+        ("thread_of" = Option<uuid::Uuid>, Query, description = "Only the replies of this thread"),
     ),
     responses(
         (status = 200, description = "A page, ascending by seq", body = HistoryPage),

@@ -134,6 +134,9 @@ async fn start_checked_send(
             return Err(not_found("reply_to names no message of this room"));
         }
     }
+    if let Some(root) = req.thread_of {
+        thread_root(app, user, room, root).await?;
+    }
     let (temp_id, id) = jobs::message_ids(user.id, req.client_id.as_deref());
     // A scheduled message enters the room when it falls due: that is its
     // created_at, and its seq is handed out then.
@@ -152,6 +155,7 @@ async fn start_checked_send(
         client_id: req.client_id,
         created_at: due.unwrap_or_else(shared::time::now_millis),
         mentions,
+        thread_of: req.thread_of,
     });
     // A scheduled message's events come long after its ack: no gate.
     let gate = conn.filter(|_| due.is_none());
@@ -175,6 +179,18 @@ async fn start_checked_send(
             Ok(SendAck { temp_id })
         }),
     ))
+}
+
+/// Refuses a thread root that is not a live message of the room, or is a
+/// reply in a thread itself (threads do not nest).
+async fn thread_root(app: &App, user: &User, room: &str, root: Uuid) -> Result<(), ApiError> {
+    let meta = live_message(app, user, room, root).await?;
+    if meta.thread_of.is_some() {
+        return Err(ApiError::bad_request(
+            "thread_of names a reply in a thread: threads do not nest",
+        ));
+    }
+    Ok(())
 }
 
 /// The message a request names, refused unless it is a live message of

@@ -119,6 +119,7 @@ macro_rules! history_page {
             shared::message_columns!(),
             " FROM messages
                WHERE room_id = $1 AND ($2::int8 IS NULL OR seq > $2) AND ($3::int8 IS NULL OR seq < $3)
+                 AND ($5::uuid IS NULL OR thread_of = $5)
                ORDER BY seq ",
             $order,
             " LIMIT $4"
@@ -153,6 +154,7 @@ pub async fn history(
         .bind(q.after)
         .bind(q.before)
         .bind(limit)
+        .bind(q.thread_of)
         .fetch_all(pool)
         .await?;
     let mut messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
@@ -230,6 +232,8 @@ pub struct MessageMeta {
     pub sender_id: Uuid,
     pub seq: i64,
     pub deleted: bool,
+    /// The root of the thread it is a reply in.
+    pub thread_of: Option<Uuid>,
     /// The asking user's read mark in the message's room.
     pub read_seq: Option<i64>,
 }
@@ -242,7 +246,8 @@ pub async fn message_meta(
     user: Uuid,
 ) -> Result<Option<MessageMeta>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT m.room_id, m.sender_id, m.seq, m.deleted_at IS NOT NULL AS deleted, rm.read_seq
+        "SELECT m.room_id, m.sender_id, m.seq, m.deleted_at IS NOT NULL AS deleted, m.thread_of,
+                rm.read_seq
            FROM messages m
            LEFT JOIN room_members rm ON rm.room_id = m.room_id AND rm.user_id = $2
           WHERE m.id = $1",

@@ -42,6 +42,7 @@ fn message_job(subjects: &Subjects, room: &str, sender: &User, i: usize) -> Publ
         client_id: None,
         created_at: shared::time::now_millis(),
         mentions: Vec::new(),
+        thread_of: None,
     });
     Publish {
         subject: job.subject(subjects),

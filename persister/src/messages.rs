@@ -112,6 +112,7 @@ pub async fn insert_messages(
     let kinds: Vec<&str> = fresh.iter().map(|m| m.job.kind.as_str()).collect();
     let texts: Vec<&str> = fresh.iter().map(|m| m.job.text.as_str()).collect();
     let reply_to: Vec<Option<Uuid>> = fresh.iter().map(|m| m.job.reply_to).collect();
+    let thread_of: Vec<Option<Uuid>> = fresh.iter().map(|m| m.job.thread_of).collect();
     let attachments: Vec<serde_json::Value> = fresh
         .iter()
         .map(|m| serde_json::to_value(&m.job.attachments).unwrap_or_default())
@@ -125,15 +126,18 @@ pub async fn insert_messages(
     sqlx::query(
         "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, reply_to,
                                attachments, temp_id, client_id, created_at, stream_seq,
-                               sender_avatar, mentions)
+                               sender_avatar, mentions, thread_of)
          SELECT u.id, u.room, u.seq, u.sender, u.sender_name, u.kind, u.text, u.reply_to,
                 u.attachments, u.temp_id, u.client_id, u.created_at, u.stream_seq,
-                u.sender_avatar, ARRAY(SELECT jsonb_array_elements_text(u.mentions)::uuid)
+                u.sender_avatar, ARRAY(SELECT jsonb_array_elements_text(u.mentions)::uuid),
+                u.thread_of
            FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
                        $6::text[], $7::text[], $8::uuid[], $9::jsonb[], $10::uuid[],
-                       $11::text[], $12::timestamptz[], $13::int8[], $14::text[], $15::jsonb[])
+                       $11::text[], $12::timestamptz[], $13::int8[], $14::text[], $15::jsonb[],
+                       $16::uuid[])
                 AS u(id, room, seq, sender, sender_name, kind, text, reply_to, attachments,
-                     temp_id, client_id, created_at, stream_seq, sender_avatar, mentions)",
+                     temp_id, client_id, created_at, stream_seq, sender_avatar, mentions,
+                     thread_of)",
     )
     .bind(&fresh_ids)
     .bind(&room_ids)
@@ -150,6 +154,7 @@ pub async fn insert_messages(
     .bind(&stream_seqs)
     .bind(&sender_avatars)
     .bind(&mentions)
+    .bind(&thread_of)
     .execute(&mut *tx)
     .await?;
 
@@ -357,5 +362,8 @@ fn stored_message(job: &NewMessage, seq: i64) -> Message {
         deleted_at: None,
         mentions: job.mentions.clone(),
         reactions: shared::protocol::Reactions::new(),
+        thread_of: job.thread_of,
+        // A reply has no thread of its own; a new root has no replies yet.
+        thread: None,
     }
 }

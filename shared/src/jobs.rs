@@ -140,6 +140,9 @@ pub struct NewMessage {
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub mentions: Vec<Uuid>,
+    /// A reply in this root's thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_of: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -270,6 +270,21 @@ pub struct Message {
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, Vec<String>>)]
     pub reactions: Reactions,
+    /// The root of the thread this message replies in, `null` outside one.
+    #[serde(default)]
+    pub thread_of: Option<Uuid>,
+    /// A root's thread: its replies' count and the last one's time; `null`
+    /// without replies.
+    #[serde(default)]
+    pub thread: Option<Thread>,
+}
+
+/// A thread's summary on its root message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Thread {
+    pub count: i64,
+    #[serde(with = "crate::time")]
+    pub last_at: DateTime<Utc>,
 }
 
 /// A message's reactions: emoji → the users who reacted with it.
@@ -361,6 +376,10 @@ pub struct SendMessage {
     /// `mentions` lets it reach them.
     #[serde(default)]
     pub mentions: Option<Vec<Uuid>>,
+    /// Makes it a reply in the thread of this message of the room (which
+    /// is not itself in a thread).
+    #[serde(default)]
+    pub thread_of: Option<Uuid>,
 }
 
 /// `room:notifications`.
@@ -462,6 +481,9 @@ pub struct MarkRead {
 pub struct HistoryQuery {
     #[serde(default)]
     pub room: Option<String>,
+    /// Only the replies of this thread.
+    #[serde(default)]
+    pub thread_of: Option<Uuid>,
     #[serde(default)]
     pub after: Option<i64>,
     #[serde(default)]
@@ -653,6 +675,8 @@ mod tests {
             deleted_at: None,
             mentions: vec![],
             reactions: Reactions::new(),
+            thread_of: None,
+            thread: None,
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["created_at"], "2026-11-22T10:00:00.123Z");
@@ -680,6 +704,8 @@ mod tests {
             deleted_at: None,
             mentions: vec![],
             reactions: Reactions::new(),
+            thread_of: None,
+            thread: None,
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["sender"], serde_json::Value::Null);

@@ -14,7 +14,8 @@ macro_rules! message_columns {
          attachments, temp_id, client_id, created_at, edited_at, deleted_at, \
          (SELECT COALESCE(jsonb_object_agg(emoji, users), '{}') FROM \
             (SELECT emoji, jsonb_agg(user_id ORDER BY created_at, user_id) AS users \
-               FROM message_reactions r WHERE r.message_id = id GROUP BY emoji) x) AS reactions"
+               FROM message_reactions r WHERE r.message_id = id GROUP BY emoji) x) AS reactions, \
+         thread_of, message_thread(id) AS thread"
     };
 }
 
@@ -38,6 +39,8 @@ pub struct MessageRow {
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub reactions: sqlx::types::Json<crate::protocol::Reactions>,
+    pub thread_of: Option<Uuid>,
+    pub thread: Option<sqlx::types::Json<crate::protocol::Thread>>,
 }
 
 impl From<MessageRow> for Message {
@@ -62,6 +65,8 @@ impl From<MessageRow> for Message {
             deleted_at: r.deleted_at,
             mentions: r.mentions,
             reactions: r.reactions.0,
+            thread_of: r.thread_of,
+            thread: r.thread.map(|t| t.0),
         }
     }
 }

@@ -24,6 +24,7 @@ fn job(room: &str, text: &str) -> Job {
         client_id: None,
         created_at: shared::time::now_millis(),
         mentions: Vec::new(),
+        thread_of: None,
     })
 }
 

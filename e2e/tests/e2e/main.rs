@@ -24,5 +24,6 @@ mod rooms;
 mod scheduled;
 mod server_api;
 mod slow;
+mod threads;
 mod upgrade;
 mod webhooks;

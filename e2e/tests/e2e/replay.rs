@@ -46,6 +46,16 @@ async fn chatter(stack: &Stack) {
         .unwrap()
         .to_owned();
     ann.persisted(&t).await;
+    let t = bob
+        .ok(
+            "message:send",
+            json!({"room": "lobby", "text": "in a thread", "thread_of": ids[4]}),
+        )
+        .await["temp_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.persisted(&t).await;
     ann.ok(
         "message:edit",
         json!({"room": "lobby", "id": ids[0], "text": "edited once"}),
@@ -112,7 +122,7 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
     chatter(&stack).await;
     let pool = stack.db.pool().await;
     let before = snapshot(&pool).await;
-    assert_eq!(before[2].1.len(), 14, "all messages stored");
+    assert_eq!(before[2].1.len(), 15, "all messages stored");
     assert_eq!(
         before[4].1.len(),
         3,
@@ -180,7 +190,7 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(n > 0 && n < 14, "a prefix of the messages: {n}");
+    assert!(n > 0 && n < 15, "a prefix of the messages: {n}");
     let rest = persister_command(&stack.config, &["replay", "--from-seq", "7"]).await;
     assert!(
         rest.status.success(),

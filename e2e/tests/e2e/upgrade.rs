@@ -45,6 +45,7 @@ fn message(room: &str, sender: &User, text: String) -> NewMessage {
         client_id: None,
         created_at: shared::time::now_millis(),
         mentions: Vec::new(),
+        thread_of: None,
     }
 }
 
