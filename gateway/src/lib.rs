@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod filters;
 pub mod http;
 pub mod hub;

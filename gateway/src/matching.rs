@@ -17,7 +17,7 @@ use shared::protocol::{ApiError, CreateRoom, RoomKind, User};
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::hub::ConnId;
+use crate::conn::ConnId;
 
 const KEY: &str = "waiting";
 /// A waiting entry not refreshed for this long is gone.

@@ -22,7 +22,8 @@ use shared::protocol::{ServerFrame, User};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::hub::{ConnId, Hub};
+use crate::conn::ConnId;
+use crate::hub::Hub;
 
 /// How long a user whose last connection closed stays online, in case they
 /// come straight back.

@@ -15,7 +15,7 @@ use shared::validate;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::hub::Conn;
+use crate::conn::Conn;
 use crate::membership::{ensure_manager, ensure_member};
 use crate::publish::{self, publish_event, publish_job};
 use crate::store::{self, db_unavailable};

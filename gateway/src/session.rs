@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::app::{App, FRAME_LIMIT};
 use crate::auth::Identity;
-use crate::hub::{close, Closer, Conn};
+use crate::conn::{close, Closer, Conn};
 use crate::rate::TokenBucket;
 use crate::websocket::{Frame, Socket};
 use crate::{matching, requests};
