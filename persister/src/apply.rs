@@ -145,15 +145,7 @@ async fn apply_one(
         Job::Message(_) => None,
         Job::Join(m) => {
             let now = store::join(tx, m).await?;
-            let retold =
-                !now && again && store::member_since(tx, &m.room, m.user.id, Some(m.at)).await?;
-            (now || retold).then(|| Outcome::Joined {
-                room: m.room.clone(),
-                user: m.user.clone(),
-                by_self: true,
-                at: m.at,
-                retold,
-            })
+            joined(tx, (&m.room, &m.user, m.at), true, now, again).await?
         }
         Job::Leave(m) => {
             let now = store::leave(tx, &m.room, &m.user).await?;
@@ -173,15 +165,7 @@ async fn apply_one(
         }
         Job::Invite(i) => {
             let now = store::invite(tx, i).await?;
-            let retold =
-                !now && again && store::member_since(tx, &i.room, i.user.id, Some(i.at)).await?;
-            (now || retold).then(|| Outcome::Joined {
-                room: i.room.clone(),
-                user: i.user.clone(),
-                by_self: false,
-                at: i.at,
-                retold,
-            })
+            joined(tx, (&i.room, &i.user, i.at), false, now, again).await?
         }
         Job::SetRole(r) => store::set_role(tx, r).await?.then(|| Outcome::RoleChanged {
             room: r.room.clone(),
@@ -230,6 +214,26 @@ async fn apply_one(
         }
     };
     Ok(outcome)
+}
+
+/// The outcome of a join or an invitation of `user` at `at`: it made them
+/// a member `now`, or it did before and, redelivered (`again`), is told
+/// again (their membership began at `at`, so it was this job's).
+async fn joined(
+    tx: &mut sqlx::PgConnection,
+    (room, user, at): (&str, &User, DateTime<Utc>),
+    by_self: bool,
+    now: bool,
+    again: bool,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    let retold = !now && again && store::member_since(tx, room, user.id, Some(at)).await?;
+    Ok((now || retold).then(|| Outcome::Joined {
+        room: room.to_owned(),
+        user: user.clone(),
+        by_self,
+        at,
+        retold,
+    }))
 }
 
 /// Every user a batch names, as their latest job has them.

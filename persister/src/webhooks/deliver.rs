@@ -177,7 +177,13 @@ impl Deliverer {
                 let url = receiver.url.clone();
                 inflight.spawn(async move { me.attempt(url, p).await });
             }
-            let wake = queues.next_wake();
+            // With every slot taken, an event that is due waits for a slot,
+            // not for its time (which may have passed: no spinning).
+            let wake = if inflight.len() < CONCURRENCY {
+                queues.next_wake()
+            } else {
+                None
+            };
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
