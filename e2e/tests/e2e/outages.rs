@@ -167,8 +167,11 @@ async fn readiness_follows_postgresql_while_idle_and_every_probe_answers_at_once
         for _ in 0..5 {
             let (status, took) = timed(url.clone()).await;
             assert_eq!(status, 503);
+            // A probe that waited on PostgreSQL would take the pool's 3 s
+            // acquire timeout; the margin below it is for a machine whose
+            // two cores are busy with the other tests (583 ms seen once).
             assert!(
-                took < Duration::from_millis(500),
+                took < Duration::from_millis(1_500),
                 "a probe of {url} took {took:?} with PostgreSQL down"
             );
         }

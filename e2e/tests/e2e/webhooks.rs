@@ -186,6 +186,17 @@ async fn a_join_and_a_message_whose_persister_died_between_commit_and_record_rea
     let mut bob = stack.connect("Bob").await;
     ann.join("crash").await;
     let pool = stack.db.pool().await;
+    // Ann's join is acked once stored in the stream: it must be written
+    // before commits turn slow, or the persister killed would be hers.
+    e2e::eventually("Ann's join to be written", || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM room_members WHERE room_id = 'crash'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
 
     // Bob's join commits, and its persister dies before recording it.
     slow_commits(&pool, "INSERT", "room_members").await;
