@@ -430,32 +430,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn messages_serialize_with_millisecond_utc_times() {
-        let t = "2026-11-22T10:00:00.123Z".parse().unwrap();
-        let m = Message {
+    /// A plain new message of `sender`, as the persister stores it.
+    fn message(sender: User, kind: MessageKind, text: &str, created_at: DateTime<Utc>) -> Message {
+        Message {
             id: Uuid::nil(),
-            seq: 42,
-            room: "lobby".into(),
-            sender: User {
-                id: Uuid::from_u128(7),
-                name: Some("Brave Otter 42".into()),
-                avatar_url: None,
-            },
-            kind: MessageKind::Text,
-            text: Some("hi".into()),
+            seq: 1,
+            room: "r".into(),
+            sender,
+            kind,
+            text: Some(text.into()),
             reply_to: None,
             attachments: vec![],
             temp_id: Uuid::nil(),
             client_id: None,
-            created_at: t,
+            created_at,
             edited_at: None,
             deleted_at: None,
             mentions: vec![],
             reactions: Reactions::new(),
             thread_of: None,
             thread: None,
-        };
+        }
+    }
+
+    #[test]
+    fn messages_serialize_with_millisecond_utc_times() {
+        let t = "2026-11-22T10:00:00.123Z".parse().unwrap();
+        let sender = User::named(Uuid::from_u128(7), "Brave Otter 42");
+        let m = message(sender, MessageKind::Text, "hi", t);
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["created_at"], "2026-11-22T10:00:00.123Z");
         assert_eq!(v["edited_at"], serde_json::Value::Null);
@@ -466,25 +468,8 @@ mod tests {
 
     #[test]
     fn a_system_message_has_no_sender_on_the_wire_and_reads_back_as_the_service() {
-        let m = Message {
-            id: Uuid::new_v4(),
-            seq: 1,
-            room: "r".into(),
-            sender: User::service(),
-            kind: MessageKind::System,
-            text: Some("Deploy at 5".into()),
-            reply_to: None,
-            attachments: vec![],
-            temp_id: Uuid::new_v4(),
-            client_id: None,
-            created_at: crate::time::now_millis(),
-            edited_at: None,
-            deleted_at: None,
-            mentions: vec![],
-            reactions: Reactions::new(),
-            thread_of: None,
-            thread: None,
-        };
+        let now = crate::time::now_millis();
+        let m = message(User::service(), MessageKind::System, "Deploy at 5", now);
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["sender"], serde_json::Value::Null);
         assert_eq!(v["kind"], "system");
