@@ -62,7 +62,15 @@ struct LocalUser {
 struct Inner {
     rooms: HashMap<String, Room>,
     users: HashMap<Uuid, LocalUser>,
+    /// Users taken out of rooms lately (removed, banned), and when: for
+    /// [`REVOKED_FOR`] this gateway's memory does not vouch for them in
+    /// those rooms (an event of their membership from before may still
+    /// come and add them back), the stream does.
+    revoked: HashMap<(Uuid, String), std::time::Instant>,
 }
+
+/// How long a revocation makes membership checks ask the stream.
+const REVOKED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -99,8 +107,25 @@ impl Hub {
 
     /// Whether `user` is a member of `room`, if this gateway knows the user
     /// (they have a connection here); `None` otherwise.
+    ///
+    /// `None` also for a user taken out of the room lately: ask the stream.
     pub fn is_member(&self, user: Uuid, room: &str) -> Option<bool> {
-        self.read().users.get(&user).map(|u| u.rooms.contains(room))
+        let inner = self.read();
+        let known = inner.users.get(&user).map(|u| u.rooms.contains(room))?;
+        if known && inner.revoked.contains_key(&(user, room.to_owned())) {
+            return None;
+        }
+        Some(known)
+    }
+
+    /// Takes `user` out of `room` here at once (a removal or a ban accepted
+    /// on any gateway), before any persister has written it.
+    pub fn revoke(&self, user: Uuid, room: &str) {
+        self.remove_member(user, room);
+        let mut inner = self.write();
+        let now = std::time::Instant::now();
+        inner.revoked.retain(|_, at| now.duration_since(*at) < REVOKED_FOR);
+        inner.revoked.insert((user, room.to_owned()), now);
     }
 
     /// The rooms of a user connected here, if any.
@@ -128,14 +153,24 @@ impl Hub {
     /// this gateway knows of (fresher: joins not persisted yet) are kept
     /// too. Returns the user's rooms once the connection receives their
     /// events and the user's own.
+    ///
+    /// `loaded_at`: when the reading of `stored_rooms` began; a room the
+    /// user was taken out of since is dropped from them.
     pub async fn connect(
         &self,
         conn: Conn,
         profile: &shared::protocol::User,
-        stored_rooms: Vec<String>,
+        mut stored_rooms: Vec<String>,
+        loaded_at: std::time::Instant,
     ) -> (Vec<String>, bool) {
         let (rooms, first) = {
             let mut inner = self.write();
+            stored_rooms.retain(|room| {
+                inner
+                    .revoked
+                    .get(&(conn.user, room.clone()))
+                    .is_none_or(|at| *at < loaded_at)
+            });
             let first = !inner.users.contains_key(&conn.user);
             let user = inner.users.entry(conn.user).or_insert_with(|| LocalUser {
                 profile: profile.clone(),

@@ -17,12 +17,14 @@ pub mod hub;
 pub mod keys;
 pub mod matching;
 pub mod membership;
+pub mod moderation;
 pub mod openapi;
 pub mod origins;
 pub mod presence;
 pub mod publish;
 pub mod rate;
 pub mod requests;
+pub mod revoke;
 pub mod rooms;
 pub mod server_api;
 pub mod session;
@@ -79,6 +81,7 @@ pub async fn run(
     ));
 
     app.hub.follow_users().await?;
+    revoke::listen(app.clone()).await?;
     let presence = presence::Presence::start(
         app.hub.clone(),
         client.clone(),

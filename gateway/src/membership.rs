@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures::StreamExt;
 use shared::jobs::Job;
-use shared::membership::{decide, Decision, Origin};
+use shared::membership::{bans, decide, Decision, Origin};
 use shared::protocol::{ApiError, ErrorCode, Role, User};
 use uuid::Uuid;
 
@@ -35,6 +35,8 @@ pub async fn role(app: &App, room: &str, user: Uuid) -> Result<Option<Role>, Api
 /// A user's membership, and the stream job it was read from.
 pub struct Standing {
     pub role: Option<Role>,
+    /// Banned from the room now (and so not a member).
+    pub banned: bool,
     /// What a job decided on this standing must expect to be still the
     /// last on the user's membership subject.
     pub expect: Expect,
@@ -58,13 +60,42 @@ pub async fn membership(app: &App, room: &str, user: Uuid) -> Result<Standing, A
         let is_origin = origin.as_ref().and_then(|o| o.seq) == Some(seq);
         let facts = origin.as_ref().map(|o| &o.facts);
         if let Decision::Now(role) = decide(facts, &job, user, is_origin) {
-            return Ok(Standing { role, expect });
+            let banned = bans(&job, chrono::Utc::now());
+            return Ok(Standing {
+                role,
+                banned,
+                expect,
+            });
         }
     }
-    let role = store::role(&app.pool, room, user)
+    let (role, banned) = store::role(&app.pool, room, user)
         .await
         .map_err(db_unavailable)?;
-    Ok(Standing { role, expect })
+    Ok(Standing {
+        role,
+        banned,
+        expect,
+    })
+}
+
+/// The condition that no membership job of `room`, of anyone, gets stored
+/// after the last one there now: a decision on several users' standings
+/// (a manager's and the one they act on) holds when its job is stored.
+///
+/// # Errors
+/// `unavailable`.
+pub async fn room_expect(app: &App, room: &str) -> Result<Expect, ApiError> {
+    let subject = app.subjects.room_memberships(room);
+    let stream = app.stream().await?;
+    let seq = match stream.direct_get_last_for_subject(subject.clone()).await {
+        Ok(msg) => msg.sequence,
+        Err(err) if matches!(err.kind(), DirectGetErrorKind::NotFound) => 0,
+        Err(err) => {
+            tracing::warn!(error = %err, "a lookup in the stream failed");
+            return Err(ApiError::unavailable());
+        }
+    };
+    Ok(Expect { subject, seq })
 }
 
 /// What created `room`: its first membership job in the stream (the one
@@ -203,7 +234,7 @@ pub async fn rooms_of(app: &App, user: Uuid) -> Result<Vec<String>, ApiError> {
         .collect();
     let mut rooms = stored.clone();
     for (room, job, seq) in streamed_memberships(app, user).await? {
-        let grants = !matches!(job, Job::Leave(_));
+        let grants = !matches!(job.membership_role(), Some(None));
         let member = match (stored.contains(&room), grants) {
             // Written, or at least not refused so far: PostgreSQL would
             // not list a room whose granting job it refused.

@@ -90,6 +90,16 @@ impl Presence {
         self.remotes().contains(user)
     }
 
+    /// This gateway's id in presence notices.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The other gateways heard from lately.
+    pub fn gateways(&self) -> Vec<Uuid> {
+        self.remotes().gateways().collect()
+    }
+
     /// Whether `user` has an open connection on any gateway.
     pub fn online(&self, user: Uuid) -> bool {
         self.hub.has_user(user) || self.online_elsewhere(user)

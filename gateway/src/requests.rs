@@ -195,7 +195,7 @@ async fn thread_root(app: &App, user: &User, room: &str, root: Uuid) -> Result<(
 
 /// The message a request names, refused unless it is a live message of
 /// `room`.
-async fn live_message(
+pub(crate) async fn live_message(
     app: &App,
     user: &User,
     room: &str,

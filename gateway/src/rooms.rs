@@ -14,21 +14,21 @@ use shared::validate;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::membership::{self, ensure_member};
+use crate::membership::{self, ensure_member, room_expect};
 use crate::publish::{self, publish_expecting, publish_job, Expect};
 use crate::requests::Empty;
 use crate::store;
 use crate::store::db_unavailable;
 
-fn forbidden(what: &str) -> ApiError {
+pub(crate) fn forbidden(what: &str) -> ApiError {
     ApiError::new(ErrorCode::Forbidden, what)
 }
 
 /// How often a decision is taken again when another change to the same
 /// facts got into the stream first.
-const ATTEMPTS: usize = 3;
+pub(crate) const ATTEMPTS: usize = 3;
 
-fn overtaken() -> ApiError {
+pub(crate) fn overtaken() -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
         "the room changed while this was decided; try again",
@@ -44,7 +44,15 @@ fn first_of_room(app: &App, room: &str) -> Expect {
     }
 }
 
-fn msg_id() -> String {
+/// Refuses a user banned from the room, in the words of `who`.
+fn refuse_banned(standing: &membership::Standing, who: &str) -> Result<(), ApiError> {
+    if standing.banned {
+        return Err(forbidden(&format!("{who} banned from this room")));
+    }
+    Ok(())
+}
+
+pub(crate) fn msg_id() -> String {
     Uuid::new_v4().to_string()
 }
 
@@ -61,9 +69,7 @@ pub struct JoinAck {
 /// `bad_request`, `forbidden`, `unavailable`.
 pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiError> {
     validate::room_id(room)?;
-    let already = app.hub.is_member(user.id, room) == Some(true)
-        || membership::role(app, room, user.id).await?.is_some();
-    if !already {
+    if app.hub.is_member(user.id, room) != Some(true) {
         publish_join(app, user, room).await?;
     }
     app.hub.add_member(user.id, room).await;
@@ -83,8 +89,17 @@ pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiErro
 /// Publishes the join of a room, creating it when it is new. Two users
 /// joining a new room at once both find it new; JetStream stores only the
 /// first creation, and the other joins the room it made.
+///
+/// A member already changes nothing; a banned user is refused, and the
+/// join is stored only while the user's last membership job is the one
+/// read, so a ban cannot slip in between.
 async fn publish_join(app: &App, user: &User, room: &str) -> Result<(), ApiError> {
     for _ in 0..ATTEMPTS {
+        let standing = membership::membership(app, room, user.id).await?;
+        if standing.role.is_some() {
+            return Ok(());
+        }
+        refuse_banned(&standing, "you are")?;
         let origin = membership::origin(app, room).await?;
         let job = Job::Join(Membership {
             room: room.to_owned(),
@@ -92,6 +107,7 @@ async fn publish_join(app: &App, user: &User, room: &str) -> Result<(), ApiError
             at: shared::time::now_millis(),
             creates: origin.is_none(),
             by: None,
+            ban: None,
         });
         match origin {
             Some(o) if !o.facts.public && o.facts.owner != user.id => {
@@ -103,7 +119,11 @@ async fn publish_join(app: &App, user: &User, room: &str) -> Result<(), ApiError
                     "{what} room can only be entered by invitation"
                 )));
             }
-            Some(_) => return publish_job(app, &job, &msg_id()).await,
+            Some(_) => {
+                if publish_expecting(app, &job, &msg_id(), standing.expect).await? {
+                    return Ok(());
+                }
+            }
             None => {
                 if publish_expecting(app, &job, &msg_id(), first_of_room(app, room)).await? {
                     return Ok(());
@@ -127,6 +147,7 @@ pub async fn leave(app: &App, user: &User, room: &str) -> Result<Empty, ApiError
         at: shared::time::now_millis(),
         creates: false,
         by: None,
+        ban: None,
     });
     publish_job(app, &job, &msg_id()).await?;
     app.hub.remove_member(user.id, room);
@@ -239,9 +260,12 @@ async fn named_users(app: &App, ids: &[Uuid]) -> Result<Vec<User>, ApiError> {
 /// `bad_request`, `not_a_member`, `forbidden`, `not_found`, `unavailable`.
 pub async fn invite(app: &App, user: &User, req: Invite) -> Result<Empty, ApiError> {
     validate::room_id(&req.room)?;
-    let mut inviter = membership::membership(app, &req.room, user.id).await?;
     let mut invitee: Option<User> = None;
     for _ in 0..ATTEMPTS {
+        // Read first: stored only while no membership job of the room (the
+        // inviter's role, the invitee's ban) came after what is read next.
+        let expect = room_expect(app, &req.room).await?;
+        let inviter = membership::membership(app, &req.room, user.id).await?;
         match inviter.role {
             None => return Err(ApiError::not_a_member()),
             Some(r) if !r.manages() => {
@@ -259,9 +283,11 @@ pub async fn invite(app: &App, user: &User, req: Invite) -> Result<Empty, ApiErr
                 .insert(named_users(app, &[req.user]).await?.remove(0))
                 .clone(),
         };
-        if membership::role(app, &req.room, who.id).await?.is_some() {
+        let standing = membership::membership(app, &req.room, who.id).await?;
+        if standing.role.is_some() {
             return Ok(Empty {});
         }
+        refuse_banned(&standing, "that user is")?;
         let job = Job::Invite(Invitation {
             room: req.room.clone(),
             by: user.clone(),
@@ -269,12 +295,9 @@ pub async fn invite(app: &App, user: &User, req: Invite) -> Result<Empty, ApiErr
             at: shared::time::now_millis(),
             creation: false,
         });
-        // Stored only while the inviter's own last membership job is the
-        // one that made them a manager.
-        if publish_expecting(app, &job, &msg_id(), inviter.expect).await? {
+        if publish_expecting(app, &job, &msg_id(), expect).await? {
             return Ok(Empty {});
         }
-        inviter = membership::membership(app, &req.room, user.id).await?;
     }
     Err(overtaken())
 }
@@ -344,6 +367,7 @@ pub async fn put_member_for_backend(
     let service = User::service();
     let standing = membership::membership(app, room, user).await?;
     if standing.role.is_none() {
+        refuse_banned(&standing, "that user is")?;
         if origin.facts.kind == RoomKind::Direct {
             return Err(forbidden("a direct room keeps its two members"));
         }
@@ -400,6 +424,7 @@ pub async fn remove_member_for_backend(
         at: shared::time::now_millis(),
         creates: false,
         by: Some(shared::protocol::SERVICE),
+        ban: None,
     });
     publish_job(app, &job, &msg_id()).await?;
     Ok(Empty {})

@@ -28,7 +28,7 @@ use crate::auth::Identity;
 use crate::conn::{close, Closer, Conn};
 use crate::rate::TokenBucket;
 use crate::websocket::{Frame, Socket};
-use crate::{matching, requests};
+use crate::{matching, moderation, requests};
 
 /// Serves one upgraded connection until it closes.
 ///
@@ -47,6 +47,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     };
     let conn = Conn::new(app.next_conn_id(), user.id, tx.clone(), closer.clone());
 
+    let loaded_at = std::time::Instant::now();
     let stored = match Box::pin(crate::membership::rooms_of(&app, user.id)).await {
         Ok(rooms) => rooms,
         Err(err) => {
@@ -61,7 +62,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         // Not fatal: the user can chat; only being found by id waits.
         tracing::warn!(error = %err, "could not make a connecting user known");
     }
-    let (mut rooms, first) = Box::pin(app.hub.connect(conn.clone(), &user, stored)).await;
+    let (mut rooms, first) = Box::pin(app.hub.connect(conn.clone(), &user, stored, loaded_at)).await;
     rooms.sort();
     let ready = ServerFrame::new(
         event::SESSION_READY,
@@ -464,6 +465,10 @@ impl Handler<'_> {
             RequestType::RoomNotifications => {
                 now(&requests::set_notifications(app, user, data(env)?).await?)
             }
+            RequestType::RoomRemove => now(&moderation::remove(app, user, data(env)?).await?),
+            RequestType::RoomBan => now(&moderation::ban(app, user, data(env)?).await?),
+            RequestType::RoomUnban => now(&moderation::unban(app, user, data(env)?).await?),
+            RequestType::MessageFlag => now(&moderation::flag(app, user, data(env)?).await?),
             RequestType::ReactionAdd | RequestType::ReactionRemove => {
                 let add = request == RequestType::ReactionAdd;
                 now(&requests::react(app, user, data(env)?, add).await?)

@@ -211,18 +211,26 @@ pub async fn room_list(pool: &PgPool, user: Uuid) -> Result<Vec<RoomSummary>, sq
     .await
 }
 
-/// The stored role of a member.
+/// The stored role of a member, and whether the user is banned from the
+/// room now.
 ///
 /// # Errors
 /// Any database error.
-pub async fn role(pool: &PgPool, room: &str, user: Uuid) -> Result<Option<Role>, sqlx::Error> {
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2")
-            .bind(room)
-            .bind(user)
-            .fetch_optional(pool)
-            .await?;
-    Ok(role.as_deref().map(Role::from_stored))
+pub async fn role(
+    pool: &PgPool,
+    room: &str,
+    user: Uuid,
+) -> Result<(Option<Role>, bool), sqlx::Error> {
+    let (role, banned): (Option<String>, bool) = sqlx::query_as(
+        "SELECT (SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2),
+                EXISTS (SELECT 1 FROM room_bans WHERE room_id = $1 AND user_id = $2
+                                                  AND (until IS NULL OR until > now()))",
+    )
+    .bind(room)
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    Ok((role.as_deref().map(Role::from_stored), banned))
 }
 
 /// What a request about a message needs to know of it.

@@ -64,6 +64,13 @@ pub enum Outcome {
         message_id: Uuid,
         reactions: shared::protocol::Reactions,
     },
+    /// A member reported a message: told to webhooks only.
+    Flagged {
+        message: Message,
+        by: User,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl Outcome {
@@ -148,7 +155,8 @@ async fn apply_one(
             joined(tx, (&m.room, &m.user, m.at), true, now, again).await?
         }
         Job::Leave(m) => {
-            let now = store::leave(tx, &m.room, &m.user).await?;
+            let now = store::leave(tx, m).await?;
+            crate::moderation::ban(tx, m).await?;
             let retold =
                 !now && again && !store::member_since(tx, &m.room, m.user.id, None).await?;
             (now || retold).then(|| Outcome::Left {
@@ -206,6 +214,20 @@ async fn apply_one(
             store::mark_read(tx, r).await?;
             None
         }
+        Job::Unban(m) => {
+            crate::moderation::unban(tx, m).await?;
+            None
+        }
+        // Told every time it is applied: a report is an event, not a row,
+        // and a receiver drops a repeat by its id.
+        Job::Flag(f) => crate::moderation::flagged(tx, f)
+            .await?
+            .map(|message| Outcome::Flagged {
+                message,
+                by: f.by.clone(),
+                reason: f.reason.clone(),
+                at: f.at,
+            }),
         // Written with every user of the batch by `upsert_users`.
         Job::Seen(_) => None,
         Job::Notify(n) => {
@@ -242,7 +264,8 @@ fn users_of(batch: &[StreamJob]) -> HashMap<Uuid, (&User, DateTime<Utc>)> {
     for item in batch {
         let named: Vec<(&User, DateTime<Utc>)> = match &item.job {
             Job::Message(m) => vec![(&m.sender, m.created_at)],
-            Job::Join(m) | Job::Leave(m) => vec![(&m.user, m.at)],
+            Job::Join(m) | Job::Leave(m) | Job::Unban(m) => vec![(&m.user, m.at)],
+            Job::Flag(f) => vec![(&f.by, f.at)],
             Job::CreateRoom(r) => vec![(&r.owner, r.at)],
             Job::Invite(i) => vec![(&i.by, i.at), (&i.user, i.at)],
             Job::SetRole(r) => vec![(&r.by, r.at), (&r.user, r.at)],

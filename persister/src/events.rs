@@ -16,8 +16,9 @@ use crate::apply::Outcome;
 /// A membership or role event on the room's subject skips the member it is
 /// about: that member hears of it on their own subject (an invitee, a new
 /// admin) or from the ack (a joiner), exactly once either way.
-pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
-    match outcome {
+/// `None` for an outcome only webhooks are told of.
+pub fn events_of(outcome: &Outcome) -> Option<(RoomEvent, Option<(Uuid, RoomEvent)>)> {
+    Some(match outcome {
         Outcome::Persisted(message) | Outcome::Retold(message) => {
             let mut ev = RoomEvent::new(
                 event::MESSAGE_PERSISTED,
@@ -105,7 +106,8 @@ pub fn events_of(outcome: &Outcome) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
             ),
             None,
         ),
-    }
+        Outcome::Flagged { .. } => return None,
+    })
 }
 
 /// A membership event for the room (skipping the member it is about) and
@@ -134,8 +136,11 @@ pub async fn publish(
     subjects: &Subjects,
     outcomes: &[Outcome],
 ) -> anyhow::Result<()> {
-    for outcome in outcomes.iter().filter(|o| o.for_gateways()) {
-        let (event, own) = events_of(outcome);
+    for (event, own) in outcomes
+        .iter()
+        .filter(|o| o.for_gateways())
+        .filter_map(events_of)
+    {
         let room = event.room.as_deref().unwrap_or_default();
         client
             .publish_with_headers(subjects.room_events(room), event.headers(), event.frame)

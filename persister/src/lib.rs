@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod events;
 pub mod leases;
 pub mod messages;
+pub mod moderation;
 pub mod online;
 pub mod range;
 pub mod reactions;

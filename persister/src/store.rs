@@ -50,6 +50,9 @@ pub async fn join(tx: &mut PgConnection, m: &Membership) -> Result<bool, sqlx::E
          SELECT r.id, $2, $3, CASE WHEN r.owner_id = $2 THEN 'owner' ELSE 'member' END, $4, 0
            FROM rooms r
           WHERE r.id = $1 AND (r.public OR r.owner_id = $2)
+            AND NOT EXISTS (SELECT 1 FROM room_bans x
+                             WHERE x.room_id = r.id AND x.user_id = $2
+                               AND (x.until IS NULL OR x.until > $4))
          ON CONFLICT (room_id, user_id) DO NOTHING",
     )
     .bind(&m.room)
@@ -91,11 +94,17 @@ pub async fn member_since(
 ///
 /// # Errors
 /// Any database error.
-pub async fn leave(tx: &mut PgConnection, room: &str, user: &User) -> Result<bool, sqlx::Error> {
-    let left = sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
-        .bind(room)
-        .bind(user.id)
-        .execute(&mut *tx)
+pub async fn leave(tx: &mut PgConnection, m: &Membership) -> Result<bool, sqlx::Error> {
+    // Nobody takes the owner out (the gateway refuses it; this guards a
+    // replay or a race).
+    let left = sqlx::query(
+        "DELETE FROM room_members
+          WHERE room_id = $1 AND user_id = $2 AND ($3 OR role <> 'owner')",
+    )
+    .bind(&m.room)
+    .bind(m.user.id)
+    .bind(m.by.is_none())
+    .execute(&mut *tx)
         .await?
         .rows_affected()
         == 1;
@@ -209,6 +218,9 @@ pub async fn invite(tx: &mut PgConnection, i: &Invitation) -> Result<bool, sqlx:
                                    WHERE b.room_id = r.id AND b.user_id = $2
                                      AND b.role IN ('owner', 'admin'))
                 END
+            AND NOT EXISTS (SELECT 1 FROM room_bans x
+                             WHERE x.room_id = r.id AND x.user_id = $3
+                               AND (x.until IS NULL OR x.until > $5))
          ON CONFLICT (room_id, user_id) DO NOTHING",
     )
     .bind(&i.room)

@@ -44,6 +44,36 @@ pub enum Job {
     Notify(NotifySetting),
     /// A member adds or takes back a reaction to a message.
     React(Reaction),
+    /// An owner or admin lifts a user's ban (on the user's membership
+    /// subject: the user stays a non-member).
+    Unban(Membership),
+    /// A member reports a message (for the application's moderators: a
+    /// webhook event, nothing stored).
+    Flag(FlagReport),
+}
+
+/// A member's report of a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagReport {
+    pub room: String,
+    pub id: Uuid,
+    pub by: User,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A ban that comes with a leave: the user cannot join, be invited or send
+/// in the room until `until` (none: for good) or an unban.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanTerm {
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl BanTerm {
+    /// Whether the ban still holds at `now`.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.until.is_none_or(|until| until > now)
+    }
 }
 
 /// One user's reaction with one emoji to one message: added, or (`add`
@@ -75,7 +105,8 @@ impl Job {
     pub fn room(&self) -> &str {
         match self {
             Job::Message(m) => &m.room,
-            Job::Join(m) | Job::Leave(m) => &m.room,
+            Job::Join(m) | Job::Leave(m) | Job::Unban(m) => &m.room,
+            Job::Flag(f) => &f.room,
             Job::CreateRoom(r) => &r.room,
             Job::Invite(i) => &i.room,
             Job::SetRole(r) => &r.room,
@@ -97,10 +128,12 @@ impl Job {
         match self {
             // With the room's messages: a reaction lands after its message
             // and before its deletion.
-            Job::Message(_) | Job::Edit(_) | Job::Delete(_) | Job::React(_) => {
+            Job::Message(_) | Job::Edit(_) | Job::Delete(_) | Job::React(_) | Job::Flag(_) => {
                 subjects.job(room, "msg")
             }
-            Job::Join(m) | Job::Leave(m) => subjects.membership(room, &m.user.id),
+            Job::Join(m) | Job::Leave(m) | Job::Unban(m) => {
+                subjects.membership(room, &m.user.id)
+            }
             Job::CreateRoom(r) => subjects.membership(room, &r.owner.id),
             Job::Invite(i) => subjects.membership(room, &i.user.id),
             Job::SetRole(r) => subjects.membership(room, &r.user.id),
@@ -117,7 +150,7 @@ impl Job {
     pub fn membership_role(&self) -> Option<Option<Role>> {
         match self {
             Job::Join(_) => Some(Some(Role::Member)),
-            Job::Leave(_) => Some(None),
+            Job::Leave(_) | Job::Unban(_) => Some(None),
             Job::CreateRoom(_) => Some(Some(Role::Owner)),
             Job::Invite(_) => Some(Some(Role::Member)),
             Job::SetRole(r) => Some(Some(r.role)),
@@ -150,10 +183,14 @@ pub struct Membership {
     pub room: String,
     pub user: User,
     pub at: DateTime<Utc>,
-    /// Who took the user out (a leave they did not ask for: the server
-    /// API's removal); `None`: the user themselves.
+    /// Who took the user out (a leave they did not ask for: a manager's
+    /// or the server API's removal) or lifted their ban; `None`: the user
+    /// themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<Uuid>,
+    /// A leave that bans the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<BanTerm>,
     /// The gateway found no such room when it accepted the join.
     #[serde(default)]
     pub creates: bool,
@@ -279,6 +316,7 @@ mod tests {
             at: "2026-11-22T10:00:00.123Z".parse().unwrap(),
             creates: false,
             by: None,
+            ban: None,
         });
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.starts_with(r#"{"op":"join""#), "{text}");
@@ -295,6 +333,7 @@ mod tests {
             at,
             creates: false,
             by: None,
+            ban: None,
         });
         let role = Job::SetRole(RoleChange {
             room: "r".into(),

@@ -81,7 +81,9 @@ pub fn decide(origin: Option<&Origin>, job: &Job, user: Uuid, is_origin: bool) -
             Some(_) => Refused,
             None => Now(Some(Role::Member)),
         },
-        Job::Leave(_) => Now(None),
+        // Nobody takes the owner out of their room.
+        Job::Leave(m) if m.by.is_some() && origin.is_some_and(|o| o.owner == user) => Refused,
+        Job::Leave(_) | Job::Unban(_) => Now(None),
         Job::Invite(i) => match origin {
             Some(o) if o.kind == RoomKind::Direct || i.creation => {
                 if o.created_with(i.by.id, i.at) {
@@ -101,6 +103,13 @@ pub fn decide(origin: Option<&Origin>, job: &Job, user: Uuid, is_origin: bool) -
         },
         _ => Refused,
     }
+}
+
+/// Whether `job`, the last membership job of a user in a room, bans them
+/// at `now`. Any later membership job of theirs (an unban, a join once the
+/// ban ended) ends it.
+pub fn bans(job: &Job, now: DateTime<Utc>) -> bool {
+    matches!(job, Job::Leave(m) if m.ban.as_ref().is_some_and(|b| b.holds_at(now)))
 }
 
 #[cfg(test)]
@@ -180,6 +189,7 @@ mod tests {
             at,
             creates: false,
             by: None,
+            ban: None,
         });
         assert_eq!(
             decide(Some(&first), &join, bob.id, false),

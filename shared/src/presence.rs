@@ -142,6 +142,11 @@ impl Roster {
             .any(|(id, r)| Some(*id) != except && r.users.contains_key(&user))
     }
 
+    /// Every gateway heard from (and not yet expired).
+    pub fn gateways(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.gateways.keys().copied()
+    }
+
     /// Whether `user` is connected to any gateway.
     pub fn contains(&self, user: Uuid) -> bool {
         self.contains_except(user, None)

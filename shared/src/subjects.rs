@@ -123,6 +123,12 @@ impl Subjects {
         format!("{}.presence", self.stream)
     }
 
+    /// Where a gateway asks every gateway to take a user out of a room in
+    /// memory at once (a removal or a ban, before it is acked).
+    pub fn revocations(&self) -> String {
+        format!("{}.revoke", self.stream)
+    }
+
     /// The JetStream stream of webhook events, apart from the jobs: it
     /// keeps them only as long as deliveries are retried, and a replay of
     /// the jobs never reads it.

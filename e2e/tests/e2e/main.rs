@@ -12,6 +12,7 @@ mod lifecycle;
 mod loadgen;
 mod matching;
 mod messaging;
+mod moderation;
 mod openapi;
 mod operations;
 mod ordering;

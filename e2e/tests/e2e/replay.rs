@@ -14,6 +14,7 @@ async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<Value>)> {
         ("messages", "id"),
         ("users", "id"),
         ("message_reactions", "message_id, emoji, user_id"),
+        ("room_bans", "room_id, user_id"),
     ] {
         let sql = format!("SELECT to_jsonb(t) FROM (SELECT * FROM {table} ORDER BY {order}) t");
         let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -107,6 +108,14 @@ async fn chatter(stack: &Stack) {
         .unwrap()
         .to_owned();
     ann.persisted(&named).await;
+    // A ban that stays and one lifted.
+    let mut cy = stack.connect("Cy").await;
+    cy.join("lobby").await;
+    let ban = |who: &e2e::WsClient| json!({"room": "lobby", "user": who.user.id, "until": "2099-01-01T00:00:00Z"});
+    ann.ok("room:ban", ban(&cy)).await;
+    ann.ok("room:ban", ban(&bob)).await;
+    ann.ok("room:unban", ban(&bob)).await;
+    bob.ok("room:join", json!({"room": "lobby"})).await;
     bob.ok("room:leave", json!({"room": "lobby"})).await;
     // Each room's last change is persisted once its event arrives (rooms
     // in different partitions are written independently).
@@ -129,10 +138,11 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
         "the reactions left: {:?}",
         before[4].1
     );
+    assert_eq!(before[5].1.len(), 1, "Cy's ban: {:?}", before[5].1);
 
     let p = stack.persisters.remove(0);
     p.process.stop().await;
-    sqlx::query("TRUNCATE message_reactions, messages, room_members, rooms, users")
+    sqlx::query("TRUNCATE room_bans, message_reactions, messages, room_members, rooms, users")
         .execute(&pool)
         .await
         .unwrap();
@@ -172,7 +182,7 @@ async fn a_replay_after_the_rows_are_lost_restores_them_as_they_were_and_a_secon
     );
 
     // A range: up to an early sequence restores only the start.
-    sqlx::query("TRUNCATE message_reactions, messages, room_members, rooms, users")
+    sqlx::query("TRUNCATE room_bans, message_reactions, messages, room_members, rooms, users")
         .execute(&pool)
         .await
         .unwrap();

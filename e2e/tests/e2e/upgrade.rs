@@ -78,6 +78,7 @@ async fn a_stream_of_the_earlier_layout_is_upgraded_with_nats_and_every_job_pers
         at: shared::time::now_millis(),
         creates: true,
         by: None,
+        ban: None,
     });
     publish(&js, join.subject(&subjects), &join).await;
     let mut ids = Vec::new();

@@ -20,6 +20,7 @@ pub const MESSAGE_DELETED: &str = "message.deleted";
 pub const MEMBER_JOINED: &str = "room.member_joined";
 pub const MEMBER_LEFT: &str = "room.member_left";
 pub const NOTIFICATION: &str = "notification";
+pub const MESSAGE_FLAGGED: &str = "message.flagged";
 
 /// How long the hook stream keeps an event: beyond the day of retries a
 /// receiver is promised, with room for an outage of every persister.
@@ -96,6 +97,14 @@ pub fn notification(message: &Message, user: &User) -> HookEvent<serde_json::Val
     )
 }
 
+/// A `message.flagged` event's data.
+#[derive(Serialize)]
+struct FlagData<'a> {
+    message: &'a Message,
+    by: &'a User,
+    reason: Option<&'a str>,
+}
+
 /// An event recorded for a room: its room, its id and its body.
 pub struct Recorded {
     pub room: String,
@@ -124,6 +133,23 @@ pub fn event_of(outcome: &Outcome) -> Option<Recorded> {
         ),
         Outcome::Joined { room, user, at, .. } => member_event(MEMBER_JOINED, room, user, *at),
         Outcome::Left { room, user, at, .. } => member_event(MEMBER_LEFT, room, user, *at),
+        Outcome::Flagged {
+            message,
+            by,
+            reason,
+            at,
+        } => {
+            let mut key = message.id.as_bytes().to_vec();
+            key.extend_from_slice(by.id.as_bytes());
+            key.extend_from_slice(&at.timestamp_millis().to_be_bytes());
+            let data = FlagData {
+                message,
+                by,
+                reason: reason.as_deref(),
+            };
+            let ev = HookEvent::new(MESSAGE_FLAGGED, &key, *at, data);
+            (message.room.clone(), ev.id, ev.to_json())
+        }
         Outcome::RoleChanged { .. } | Outcome::Reactions { .. } => return None,
     };
     Some(Recorded { room, id, body })

@@ -151,6 +151,25 @@ pub struct React {
     pub emoji: String,
 }
 
+/// `room:remove`, `room:ban` and `room:unban`: a manager acts on a user.
+#[derive(Debug, Deserialize)]
+pub struct Moderate {
+    pub room: String,
+    pub user: Uuid,
+    /// `room:ban` only: when the ban ends (none: for good).
+    #[serde(default)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `message:flag`: a member reports a message.
+#[derive(Debug, Deserialize)]
+pub struct Flag {
+    pub room: String,
+    pub id: Uuid,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// `message:delete`.
 #[derive(Debug, Deserialize)]
 pub struct DeleteMessage {
@@ -203,6 +222,10 @@ pub enum RequestType {
     RoomNotifications,
     ReactionAdd,
     ReactionRemove,
+    RoomRemove,
+    RoomBan,
+    RoomUnban,
+    MessageFlag,
 }
 
 impl RequestType {
@@ -227,6 +250,10 @@ impl RequestType {
             "room:notifications" => Self::RoomNotifications,
             "reaction:add" => Self::ReactionAdd,
             "reaction:remove" => Self::ReactionRemove,
+            "room:remove" => Self::RoomRemove,
+            "room:ban" => Self::RoomBan,
+            "room:unban" => Self::RoomUnban,
+            "message:flag" => Self::MessageFlag,
             _ => return None,
         })
     }
