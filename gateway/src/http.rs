@@ -9,7 +9,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use shared::health::Readiness;
-use shared::protocol::{ApiError, ErrorCode, HistoryQuery, SendMessage, User};
+use shared::protocol::{ApiError, ErrorCode, HistoryQuery, SearchQuery, SendMessage, User};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -37,6 +37,7 @@ pub fn routes(
         .or(websocket(app.clone()))
         .or(post_message(app.clone()))
         .or(get_messages(app.clone()))
+        .or(search(app.clone()))
         .or(join_room(app.clone()))
         .or(leave_room(app.clone()))
         .or(list_rooms(app.clone()))
@@ -239,6 +240,21 @@ fn get_messages(
                 Ok::<_, Rejection>(reply_json(StatusCode::OK, &page))
             },
         )
+}
+
+/// `GET /v1/search`.
+fn search(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "search")
+        .and(warp::get())
+        .and(authenticated(app.clone()))
+        .and(warp::query::<SearchQuery>())
+        .and(with_app(app))
+        .and_then(|user: User, q: SearchQuery, app: Arc<App>| async move {
+            let page = crate::search::search(&app, &user, &q)
+                .await
+                .map_err(refuse)?;
+            Ok::<_, Rejection>(reply_json(StatusCode::OK, &page))
+        })
 }
 
 /// `POST /v1/rooms/{room}/<action>` by a signed-in user.

@@ -26,6 +26,7 @@ pub mod rate;
 pub mod requests;
 pub mod revoke;
 pub mod rooms;
+pub mod search;
 pub mod server_api;
 pub mod session;
 pub mod store;

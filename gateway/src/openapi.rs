@@ -79,6 +79,7 @@ pub fn document() -> &'static str {
         list_rooms,
         post_message,
         get_messages,
+        search,
         join_room,
         leave_room,
         server_put_user,
@@ -188,6 +189,23 @@ fn post_message() {}
     ))]
 #[allow(dead_code)]
 fn get_messages() {}
+
+#[utoipa::path(get, path = "/v1/search", tag = "members", security(("bearer" = [])),
+    params(
+        ("q" = String, Query, description = "The words to look for (Korean, Japanese, Chinese: \
+                                             any part of two characters or more), 1-200 characters"),
+        ("room" = Option<String>, Query, description = "Only this room", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("limit" = Option<i64>, Query, description = "1-50, default 20", minimum = 1, maximum = 50),
+    ),
+    responses(
+        (status = 200, description = "Matching messages of the user's rooms, best first", body = HistoryPage),
+        (status = 400, description = "No or a bad query, limit or room id", body = ApiError),
+        (status = 401, description = "No valid token", body = ApiError),
+        (status = 403, description = "`room` is not one of the user's", body = ApiError),
+        (status = 503, description = "PostgreSQL is away", body = ApiError),
+    ))]
+#[allow(dead_code)]
+fn search() {}
 
 #[utoipa::path(post, path = "/v1/rooms/{room}/join", tag = "members", security(("bearer" = [])),
     params(("room" = String, Path, description = "A room id", pattern = "^[A-Za-z0-9_-]{1,64}$")),

@@ -197,4 +197,34 @@ mod tests {
             "not public"
         );
     }
+
+    #[test]
+    fn a_ban_holds_until_its_end_and_nobody_takes_the_owner_out() {
+        let (ann, bob) = (user("Ann"), user("Bob"));
+        let at = crate::time::now_millis();
+        let origin = Origin::of_job(&direct(&ann, at)).unwrap();
+        let out = |who: &User, until: Option<DateTime<Utc>>| {
+            Job::Leave(Membership {
+                room: "d".into(),
+                user: who.clone(),
+                at,
+                creates: false,
+                by: Some(ann.id),
+                ban: Some(crate::jobs::BanTerm { until }),
+            })
+        };
+        let later = at + chrono::Duration::seconds(60);
+        assert!(bans(&out(&bob, None), later));
+        assert!(bans(&out(&bob, Some(later)), at));
+        assert!(!bans(&out(&bob, Some(later)), later), "ended");
+        assert_eq!(
+            decide(Some(&origin), &out(&bob, None), bob.id, false),
+            Decision::Now(None)
+        );
+        assert_eq!(
+            decide(Some(&origin), &out(&ann, None), ann.id, false),
+            Decision::Refused,
+            "the owner stays"
+        );
+    }
 }

@@ -23,6 +23,7 @@ mod reactions;
 mod replay;
 mod rooms;
 mod scheduled;
+mod search;
 mod server_api;
 mod slow;
 mod threads;

@@ -200,6 +200,18 @@ pub struct HistoryQuery {
     pub limit: Option<i64>,
 }
 
+/// `GET /v1/search`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Only this room's messages.
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
 /// The client → server types of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestType {
