@@ -70,7 +70,8 @@ fn query_text(q: Option<&str>) -> Result<&str, ApiError> {
 }
 
 /// The newest [`CANDIDATES`] matches of `rooms`, the `limit` best of them
-/// by `ts_rank` (ties: newest first).
+/// by `ts_rank` (ties: newest first). Only the candidates are ranked: the
+/// query names every term once per room, and ranking costs in proportion.
 ///
 /// Not a prepared statement kept on the connection (`persistent(false)`):
 /// each search is planned with its own query, whose terms the planner
@@ -86,14 +87,13 @@ async fn matching(
         "SELECT ",
         shared::message_columns!(),
         " FROM messages JOIN (
-             SELECT m.id AS hit, ts_rank(m.search, chat_search_query($1, $2)) AS rank,
-                    m.created_at AS at
+             SELECT m.id AS hit, m.created_at AS at
                FROM messages m
               WHERE m.search @@ chat_search_query($1, $2)
                 AND m.room_id = ANY($2) AND m.deleted_at IS NULL
               ORDER BY m.created_at DESC
-              LIMIT $4) best ON messages.id = best.hit
-         ORDER BY best.rank DESC, best.at DESC
+              LIMIT $4) newest ON messages.id = newest.hit
+         ORDER BY ts_rank(messages.search, chat_search_query($1, $2)) DESC, newest.at DESC
          LIMIT $3"
     ))
     .bind(q)

@@ -18,6 +18,15 @@ pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Signs in as a guest; returns the token.
 pub async fn guest(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<String> {
+    Ok(guest_user(http, base, name).await?.0)
+}
+
+/// Signs in as a guest; returns the token and the user's id.
+pub async fn guest_user(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> anyhow::Result<(String, String)> {
     let v: Value = http
         .post(format!("{base}/v1/auth/guest"))
         .json(&json!({ "name": name }))
@@ -25,7 +34,9 @@ pub async fn guest(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Re
         .await?
         .json()
         .await?;
-    Ok(v["token"].as_str().context("no token")?.to_owned())
+    let token = v["token"].as_str().context("no token")?.to_owned();
+    let id = v["user"]["id"].as_str().context("no user id")?.to_owned();
+    Ok((token, id))
 }
 
 /// Small socket buffers: the load generator holds tens of thousands of

@@ -11,6 +11,7 @@ mod client;
 mod connections;
 mod cpu;
 mod report;
+mod search;
 mod throughput;
 
 use clap::Parser;
@@ -94,6 +95,22 @@ enum Scenario {
         #[arg(long)]
         gateway_pid: u32,
     },
+    /// Searches over a database of many messages, seeded straight into
+    /// PostgreSQL (needs --database-url, with write access).
+    Search {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        /// Rooms the searching user is a member of.
+        #[arg(long, default_value_t = 20)]
+        member_of: usize,
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
+        /// Searches in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// The limits the product is compared with.
     Ceiling {
         #[command(subcommand)]
@@ -144,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     let Cli { common, scenario } = Cli::parse();
     let runs = match &scenario {
         // One-shot scenarios: the stack's state is part of the measure.
-        Scenario::Connections { .. } | Scenario::Backlog { .. } => 1,
+        Scenario::Connections { .. } | Scenario::Backlog { .. } | Scenario::Search { .. } => 1,
         _ => common.runs.max(1),
     };
     let mut results = Vec::with_capacity(runs);
@@ -205,6 +222,22 @@ async fn once(common: &Common, scenario: &Scenario) -> anyhow::Result<Value> {
             hold,
             gateway_pid,
         } => connections::run(common, *count, *hold, *gateway_pid).await,
+        Scenario::Search {
+            messages,
+            rooms,
+            member_of,
+            queries,
+            concurrency,
+        } => {
+            let shape = search::Shape {
+                messages: *messages,
+                rooms: *rooms,
+                member_of: *member_of,
+                queries: *queries,
+                concurrency: *concurrency,
+            };
+            search::run(common, &shape).await
+        }
         Scenario::Ceiling {
             part:
                 Ceiling::Publish {
@@ -236,6 +269,7 @@ fn scenario_name(scenario: &Scenario) -> &'static str {
         Scenario::Throughput { .. } => "throughput",
         Scenario::Fanout { .. } => "fanout",
         Scenario::Connections { .. } => "connections",
+        Scenario::Search { .. } => "search",
         Scenario::Ceiling {
             part: Ceiling::Publish { .. },
         } => "ceiling publish",
@@ -250,6 +284,7 @@ fn human(scenario: &Scenario, result: &Value) -> String {
     match scenario {
         Scenario::Throughput { .. } | Scenario::Fanout { .. } => throughput::human(result),
         Scenario::Connections { .. } => connections::human(result),
+        Scenario::Search { .. } => search::human(result),
         _ => ceiling::human(scenario_name(scenario), result),
     }
 }
