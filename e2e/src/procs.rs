@@ -165,6 +165,12 @@ impl StackConfig {
                 "CHAT_JWT_SECRET".to_owned(),
                 crate::ws::TEST_SECRET.to_owned(),
             ),
+            // One directory for all the stack's gateways, as a shared
+            // volume would be.
+            (
+                "CHAT_UPLOAD_DIR".to_owned(),
+                self.logs.join("uploads").to_string_lossy().into_owned(),
+            ),
         ];
         env.extend(self.env.iter().cloned());
         env

@@ -55,6 +55,8 @@ pub struct App {
     pub id: uuid::Uuid,
     /// Rooms' origins, looked up once each.
     pub origins: crate::origins::Origins,
+    /// Where uploaded files are kept.
+    pub uploads: crate::uploads::Uploads,
     stream_ready: AtomicBool,
     db: shared::db::Watch,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
@@ -73,6 +75,7 @@ impl App {
         max_connections: usize,
         guest_signin: bool,
         api_keys: crate::auth::ApiKeys,
+        uploads: crate::uploads::Uploads,
     ) -> Self {
         let hub = Hub::new(client.clone(), subjects.clone());
         let db = shared::db::Watch::start(pool.clone());
@@ -92,6 +95,7 @@ impl App {
             sessions: TaskTracker::new(),
             id: uuid::Uuid::new_v4(),
             origins: crate::origins::Origins::default(),
+            uploads,
             stream_ready: AtomicBool::new(false),
             db,
             stream: tokio::sync::OnceCell::new(),

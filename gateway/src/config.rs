@@ -61,6 +61,18 @@ pub struct Config {
     /// disconnected.
     #[arg(long, env = "GATEWAY_CONNECTION_QUEUE", default_value_t = 1024)]
     pub gateway_connection_queue: usize,
+    /// The directory uploaded files are kept in (when no store is named).
+    /// Gateways on several hosts need one store they all reach.
+    #[arg(long, env = "CHAT_UPLOAD_DIR", default_value = "uploads")]
+    pub chat_upload_dir: String,
+    /// S3-compatible storage for uploaded files instead of the directory:
+    /// `s3://bucket/prefix`, with the usual `AWS_*` variables (key, secret,
+    /// region, `AWS_ENDPOINT` for a non-AWS service).
+    #[arg(long, env = "CHAT_UPLOAD_STORE")]
+    pub chat_upload_store: Option<String>,
+    /// The largest file one upload may carry, in bytes.
+    #[arg(long, env = "CHAT_UPLOAD_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub chat_upload_max_bytes: u64,
 }
 
 impl Config {

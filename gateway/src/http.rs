@@ -38,6 +38,8 @@ pub fn routes(
         .or(post_message(app.clone()))
         .or(get_messages(app.clone()))
         .or(search(app.clone()))
+        .or(post_upload(app.clone()))
+        .or(get_upload(app.clone()))
         .or(join_room(app.clone()))
         .or(leave_room(app.clone()))
         .or(list_rooms(app.clone()))
@@ -255,6 +257,105 @@ fn search(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), Erro
                 .map_err(refuse)?;
             Ok::<_, Rejection>(reply_json(StatusCode::OK, &page))
         })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UploadQuery {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Where the request came from, as its client reached it: the origin of
+/// the URLs handed back (a proxy's `X-Forwarded-Proto` kept).
+fn origin() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("host")
+        .and(warp::header::optional::<String>("x-forwarded-proto"))
+        .map(|host: Option<String>, proto: Option<String>| {
+            let proto = proto.filter(|p| p == "https").unwrap_or_else(|| "http".into());
+            host.filter(|h| !h.contains(['/', ' ']))
+                .map(|h| format!("{proto}://{h}"))
+        })
+}
+
+/// `POST /v1/uploads`: the file as the body.
+fn post_upload(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "uploads")
+        .and(warp::post())
+        .and(authenticated(app.clone()))
+        .and(warp::query::<UploadQuery>())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(origin())
+        .and(warp::body::stream())
+        .and(with_app(app))
+        .and_then(
+            |user: User,
+             q: UploadQuery,
+             content_type: Option<String>,
+             declared: Option<u64>,
+             origin: Option<String>,
+             body,
+             app: Arc<App>| async move {
+                let incoming = crate::uploads::Incoming {
+                    content_type,
+                    name: q.name,
+                    declared,
+                    origin,
+                };
+                let reply = crate::uploads::upload(&app, &user, incoming, Box::pin(body))
+                    .await
+                    .map_err(refuse)?;
+                Ok::<_, Rejection>(reply_json(StatusCode::CREATED, &reply))
+            },
+        )
+}
+
+/// `GET /v1/uploads/{id}`: the file, with its type.
+fn get_upload(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "uploads" / String)
+        .and(warp::get())
+        .and(authenticated(app.clone()))
+        .and(with_app(app))
+        .and_then(|id: String, user: User, app: Arc<App>| async move {
+            let Ok(id) = id.parse::<uuid::Uuid>() else {
+                return Err(refuse(ApiError::new(ErrorCode::NotFound, "no such file")));
+            };
+            let file = crate::uploads::download(&app, &user, id)
+                .await
+                .map_err(refuse)?;
+            Ok::<_, Rejection>(file_reply(file))
+        })
+}
+
+/// A file as a response: its type; shown in the page only if it is a
+/// picture, sound or video, and never run as a page of this origin.
+fn file_reply(file: crate::uploads::Download) -> warp::reply::Response {
+    let disposition = if crate::uploads::shown_inline(&file.mime) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let encoded: String = url::form_urlencoded::byte_serialize(file.name.as_bytes()).collect();
+    let mut response = warp::reply::Response::new(file.bytes.into());
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = warp::http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set("content-type", file.mime);
+    set(
+        "content-disposition",
+        format!("{disposition}; filename*=UTF-8''{}", encoded.replace('+', "%20")),
+    );
+    set("x-content-type-options", "nosniff".into());
+    set("content-security-policy", "sandbox; default-src 'none'".into());
+    set("cache-control", "private, max-age=3600".into());
+    response
 }
 
 /// `POST /v1/rooms/{room}/<action>` by a signed-in user.

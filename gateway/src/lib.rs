@@ -31,6 +31,7 @@ pub mod server_api;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+pub mod uploads;
 pub mod websocket;
 
 use std::future::Future;
@@ -79,6 +80,11 @@ pub async fn run(
         config.gateway_max_connections,
         config.guest_signin(),
         crate::auth::ApiKeys::parse(config.chat_api_keys.as_deref().unwrap_or_default()),
+        uploads::Uploads::open(
+            &config.chat_upload_dir,
+            config.chat_upload_store.as_deref(),
+            config.chat_upload_max_bytes,
+        )?,
     ));
 
     app.hub.follow_users().await?;

@@ -1,6 +1,6 @@
 //! `GET /v1/search`: messages of the user's rooms that hold the query's
-//! terms, best first, by PostgreSQL's full-text search (the vector, the
-//! query and the index are the migration `search`'s).
+//! terms, best first, by PostgreSQL's full-text search over the vectors
+//! the persister writes (terms as [`shared::search`] makes them).
 
 use shared::protocol::{ApiError, Message, SearchQuery, User};
 use shared::store::MessageRow;
@@ -46,7 +46,13 @@ pub async fn search(app: &App, user: &User, q: &SearchQuery) -> Result<HistoryPa
             messages: Vec::new(),
         });
     }
-    let messages = matching(&app.pool, text, &rooms, limit)
+    let Some(query) = shared::search::query(text, &rooms) else {
+        // Only a single Korean, Japanese or Chinese character: no term.
+        return Ok(HistoryPage {
+            messages: Vec::new(),
+        });
+    };
+    let messages = matching(&app.pool, &query, &rooms, limit)
         .await
         .map_err(db_unavailable)?;
     Ok(HistoryPage { messages })
@@ -69,7 +75,8 @@ fn query_text(q: Option<&str>) -> Result<&str, ApiError> {
     Ok(q)
 }
 
-/// The newest [`CANDIDATES`] matches of `rooms`, the `limit` best of them
+/// The newest [`CANDIDATES`] matches of `query` (`tsquery` text, of
+/// [`shared::search::query`]) in `rooms`, the `limit` best of them
 /// by `ts_rank` (ties: newest first). Only the candidates are ranked: the
 /// query names every term once per room, and ranking costs in proportion.
 ///
@@ -79,7 +86,7 @@ fn query_text(q: Option<&str>) -> Result<&str, ApiError> {
 /// rare one the index.
 async fn matching(
     pool: &PgPool,
-    q: &str,
+    query: &str,
     rooms: &[String],
     limit: i64,
 ) -> Result<Vec<Message>, sqlx::Error> {
@@ -89,14 +96,14 @@ async fn matching(
         " FROM messages JOIN (
              SELECT m.id AS hit, m.created_at AS at
                FROM messages m
-              WHERE m.search @@ chat_search_query($1, $2)
+              WHERE m.search @@ $1::tsquery
                 AND m.room_id = ANY($2) AND m.deleted_at IS NULL
               ORDER BY m.created_at DESC
               LIMIT $4) newest ON messages.id = newest.hit
-         ORDER BY ts_rank(messages.search, chat_search_query($1, $2)) DESC, newest.at DESC
+         ORDER BY ts_rank(messages.search, $1::tsquery) DESC, newest.at DESC
          LIMIT $3"
     ))
-    .bind(q)
+    .bind(query)
     .bind(rooms)
     .bind(limit)
     .bind(CANDIDATES)

@@ -1,5 +1,6 @@
 //! `search`: a database of many messages, seeded straight into
-//! PostgreSQL, and the latency of `GET /v1/search` over it for one user
+//! PostgreSQL (with their search vectors, as the persister writes them),
+//! and the latency of `GET /v1/search` over it for one user
 //! who is a member of some of its rooms.
 //!
 //! The text is made of a vocabulary whose words are skewed the way words
@@ -70,38 +71,8 @@ fn word(i: usize) -> String {
     w
 }
 
-/// The seeding SQL: the same vocabulary, word `i` drawn with probability
-/// falling as `i` grows (`10000 · random()³`).
-const SEED_VOCABULARY: &str = "
-CREATE TEMP TABLE vocab AS
-SELECT i, (ARRAY['ka','lo','mi','ne','su','ta','ri','po','de','va','xu','ze','bo','fi','gu','ha','jo','ku','le','mo'])[1 + (i % 20)]
-       || (ARRAY['ra','to','ni','me','sa','ko','li','pe','du','va','xi','zo','be','fu','ga','hi','ju','ke','lu','mo'])[1 + ((i / 20) % 20)]
-       || CASE WHEN i >= 400 THEN (ARRAY['n','s','t','r','l'])[1 + ((i / 400) % 5)] || (i / 2000)::text ELSE '' END AS w
-  FROM generate_series(0, 9999) i;
-CREATE TEMP TABLE korean AS
-SELECT i, w FROM unnest($$KOREAN$$::text[]) WITH ORDINALITY AS k(w, i);
-";
-
-const SEED_MESSAGES: &str = "
-INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, temp_id, created_at, stream_seq)
-SELECT gen_random_uuid(), 'search-' || (n % $2), n / $2 + 1,
-       '00000000-0000-0000-0000-000000000002', 'Bench', 'text',
-       CASE WHEN n % 5 = 0 THEN
-         (SELECT string_agg(k.w, ' ')
-            FROM (SELECT 1 + floor(random() * 20 + g * 0)::int AS idx
-                    FROM generate_series(1, 3 + n % 5) g) x
-            JOIN korean k ON k.i = x.idx)
-       ELSE
-         (SELECT string_agg(v.w, ' ')
-            FROM (SELECT floor(10000 * power(random(), 3) + g * 0)::int AS idx
-                    FROM generate_series(1, 6 + n % 9) g) x
-            JOIN vocab v ON v.i = x.idx)
-       END,
-       gen_random_uuid(), now() - interval '30 days' + n * interval '2 seconds', n + 1
-  FROM generate_series($1::bigint, $3::bigint - 1) n";
-
-/// Messages seeded per statement (a progress line each).
-const CHUNK: usize = 100_000;
+/// Messages seeded per statement.
+const CHUNK: usize = 10_000;
 
 /// A tiny deterministic generator: the same queries every run.
 struct Draw(u64);
@@ -233,8 +204,29 @@ fn member_rooms(shape: &Shape) -> Vec<String> {
         .collect()
 }
 
-/// The rooms and messages, with the search indexes built once at the end
-/// (as a restore would) rather than row by row.
+/// Message `n`'s text: one in five Korean (3-7 of its words), the rest
+/// 6-14 words of the vocabulary, word `i` drawn with a probability that
+/// falls as `i` grows (`10000 · u³`), as words of real chats go.
+fn text(n: usize, draw: &mut Draw) -> String {
+    if n % 5 == 0 {
+        let words: Vec<&str> = (0..3 + n % 5)
+            .map(|_| KOREAN[draw.next(KOREAN.len())])
+            .collect();
+        words.join(" ")
+    } else {
+        let words: Vec<String> = (0..6 + n % 9)
+            .map(|_| {
+                let u = draw.next(1_000_000) as f64 / 1_000_000.0;
+                word(((VOCABULARY as f64) * u * u * u) as usize)
+            })
+            .collect();
+        words.join(" ")
+    }
+}
+
+/// The rooms and messages (with their search vectors, as the persister
+/// writes them), the search indexes built once at the end (as a restore
+/// would) rather than row by row.
 async fn seed(pool: &sqlx::PgPool, shape: &Shape) -> anyhow::Result<()> {
     let have = count(pool).await?;
     if have >= shape.messages as i64 {
@@ -252,23 +244,43 @@ async fn seed(pool: &sqlx::PgPool, shape: &Shape) -> anyhow::Result<()> {
     .bind(i64::try_from(shape.messages)?)
     .execute(&mut *tx)
     .await?;
-    let korean = format!("{{{}}}", KOREAN.join(","));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(SEED_VOCABULARY.replace("$$KOREAN$$", &format!("'{korean}'"))))
-        .execute(&mut *tx)
-        .await?;
     sqlx::query("DROP INDEX messages_search, messages_created")
         .execute(&mut *tx)
         .await?;
     let started = Instant::now();
+    let mut draw = Draw(0x2545_f491_4f6c_dd1d);
+    let start = chrono::Utc::now() - chrono::Duration::days(30);
     for from in (0..shape.messages).step_by(CHUNK) {
         let to = (from + CHUNK).min(shape.messages);
-        sqlx::query(SEED_MESSAGES)
-            .bind(i64::try_from(from)?)
-            .bind(i64::try_from(shape.rooms)?)
-            .bind(i64::try_from(to)?)
-            .execute(&mut *tx)
-            .await?;
-        eprintln!("loadgen: {to} messages seeded ({:.0} s)", started.elapsed().as_secs_f64());
+        let (mut rooms, mut seqs, mut texts, mut vectors, mut at) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for n in from..to {
+            let room = format!("search-{}", n % shape.rooms);
+            let t = text(n, &mut draw);
+            vectors.push(shared::search::vector(&room, &t));
+            texts.push(t);
+            rooms.push(room);
+            seqs.push(i64::try_from(n / shape.rooms + 1)?);
+            at.push(start + chrono::Duration::seconds(2 * i64::try_from(n)?));
+        }
+        sqlx::query(
+            "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text,
+                                   temp_id, created_at, stream_seq, search)
+             SELECT gen_random_uuid(), u.room, u.seq, '00000000-0000-0000-0000-000000000002',
+                    'Bench', 'text', u.text, gen_random_uuid(), u.at, u.seq, u.search::tsvector
+               FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::timestamptz[], $5::text[])
+                 AS u(room, seq, text, at, search)",
+        )
+        .bind(&rooms)
+        .bind(&seqs)
+        .bind(&texts)
+        .bind(&at)
+        .bind(&vectors)
+        .execute(&mut *tx)
+        .await?;
+        if to % 100_000 == 0 || to == shape.messages {
+            eprintln!("loadgen: {to} messages seeded ({:.0} s)", started.elapsed().as_secs_f64());
+        }
     }
     eprintln!("loadgen: building the search indexes");
     sqlx::raw_sql(
@@ -322,7 +334,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_vocabulary_is_the_seeding_sqls() {
+    fn words_and_korean_parts_are_what_the_messages_hold() {
         assert_eq!(word(0), "kara");
         assert_eq!(word(21), "loto");
         assert_eq!(word(9999), "momol4");

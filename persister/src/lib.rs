@@ -17,6 +17,7 @@ pub mod online;
 pub mod range;
 pub mod reactions;
 pub mod replay;
+pub mod searchable;
 pub mod state;
 pub mod store;
 pub mod telemetry;
@@ -76,6 +77,7 @@ pub async fn run(
 
     if wait_for_schema(&pool, &stop).await {
         state.set_schema_ready();
+        tokio::spawn(searchable::backfill(pool.clone(), stop.clone()));
         tokio::select! {
             ready = shared::stream::ensure_stream(&js, &subjects, &config.nats) => {
                 if let Err(err) = ready {

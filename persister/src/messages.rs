@@ -122,22 +122,26 @@ pub async fn insert_messages(
     let created: Vec<DateTime<Utc>> = fresh.iter().map(|m| m.job.created_at).collect();
     let stream_seqs: Vec<i64> = fresh.iter().map(|m| m.stream_seq as i64).collect();
     let fresh_ids: Vec<Uuid> = fresh.iter().map(|m| m.job.id).collect();
+    let searched: Vec<String> = fresh
+        .iter()
+        .map(|m| shared::search::vector(&m.job.room, &m.job.text))
+        .collect();
 
     sqlx::query(
         "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, reply_to,
                                attachments, temp_id, client_id, created_at, stream_seq,
-                               sender_avatar, mentions, thread_of)
+                               sender_avatar, mentions, thread_of, search)
          SELECT u.id, u.room, u.seq, u.sender, u.sender_name, u.kind, u.text, u.reply_to,
                 u.attachments, u.temp_id, u.client_id, u.created_at, u.stream_seq,
                 u.sender_avatar, ARRAY(SELECT jsonb_array_elements_text(u.mentions)::uuid),
-                u.thread_of
+                u.thread_of, u.search::tsvector
            FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
                        $6::text[], $7::text[], $8::uuid[], $9::jsonb[], $10::uuid[],
                        $11::text[], $12::timestamptz[], $13::int8[], $14::text[], $15::jsonb[],
-                       $16::uuid[])
+                       $16::uuid[], $17::text[])
                 AS u(id, room, seq, sender, sender_name, kind, text, reply_to, attachments,
                      temp_id, client_id, created_at, stream_seq, sender_avatar, mentions,
-                     thread_of)",
+                     thread_of, search)",
     )
     .bind(&fresh_ids)
     .bind(&room_ids)
@@ -155,6 +159,7 @@ pub async fn insert_messages(
     .bind(&sender_avatars)
     .bind(&mentions)
     .bind(&thread_of)
+    .bind(&searched)
     .execute(&mut *tx)
     .await?;
 

@@ -271,7 +271,7 @@ pub async fn set_role(tx: &mut PgConnection, r: &RoleChange) -> Result<bool, sql
 /// Any database error.
 pub async fn edit(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sqlx::Error> {
     let row: Option<MessageRow> = sqlx::query_as(concat!(
-        "UPDATE messages SET text = $4, edited_at = $5
+        "UPDATE messages SET text = $4, edited_at = $5, search = $6::tsvector
               WHERE id = $1 AND room_id = $2 AND sender_id = $3 AND deleted_at IS NULL
                 AND (edited_at IS NULL OR edited_at < $5)
               RETURNING ",
@@ -282,6 +282,7 @@ pub async fn edit(tx: &mut PgConnection, e: &Edit) -> Result<Option<Message>, sq
     .bind(e.by.id)
     .bind(&e.text)
     .bind(e.at)
+    .bind(shared::search::vector(&e.room, &e.text))
     .fetch_optional(&mut *tx)
     .await?;
     Ok(row.map(Message::from))
@@ -339,7 +340,7 @@ pub async fn deleted_by(
 /// Any database error.
 pub async fn delete(tx: &mut PgConnection, d: &Deletion) -> Result<Option<Message>, sqlx::Error> {
     let row: Option<MessageRow> = sqlx::query_as(concat!(
-        "UPDATE messages m SET text = NULL, attachments = '[]', deleted_at = $4
+        "UPDATE messages m SET text = NULL, attachments = '[]', search = NULL, deleted_at = $4
           WHERE m.id = $1 AND m.room_id = $2 AND m.deleted_at IS NULL
             AND ($3 = $5 OR m.sender_id = $3 OR EXISTS (
                  SELECT 1 FROM room_members a

@@ -16,6 +16,7 @@ pub mod nats;
 pub mod net;
 pub mod presence;
 pub mod protocol;
+pub mod search;
 pub mod shutdown;
 pub mod store;
 pub mod stream;

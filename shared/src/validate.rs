@@ -112,7 +112,7 @@ pub fn attachments(list: &[Attachment]) -> Result<(), ApiError> {
 }
 
 /// `type/subtype`, each part a token of visible ASCII without separators.
-fn is_mime_type(s: &str) -> bool {
+pub fn is_mime_type(s: &str) -> bool {
     let token = |t: &str| {
         !t.is_empty()
             && t.bytes()

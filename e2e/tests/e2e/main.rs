@@ -28,4 +28,5 @@ mod server_api;
 mod slow;
 mod threads;
 mod upgrade;
+mod uploads;
 mod webhooks;

@@ -113,3 +113,33 @@ async fn members_find_their_rooms_messages_by_words_and_korean_parts_best_first(
         .await;
     assert!(found(g1, &bob, "release").await.is_empty());
 }
+
+#[tokio::test]
+async fn messages_written_before_search_existed_are_found_after_a_persister_starts() {
+    let mut stack = Stack::start().await;
+    let g = stack.gateway().url.clone();
+    let mut ann = stack.connect("Ann").await;
+    ann.join("old").await;
+    said(&mut ann, "old", "written with search").await;
+    // As a persister of before search wrote them: no vector.
+    let pool = stack.db.pool().await;
+    sqlx::query(
+        "INSERT INTO messages (id, room_id, seq, sender_id, sender_name, kind, text, temp_id,
+                               created_at, stream_seq)
+         VALUES (gen_random_uuid(), 'old', 2, $1, 'Ann', 'text', 'an archived greeting 안녕하세요',
+                 gen_random_uuid(), now(), 0)",
+    )
+    .bind(uuid::Uuid::parse_str(&ann.user.id).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(found(&g, &ann, "archived").await.is_empty());
+    stack.persisters.remove(0).process.stop().await;
+    stack.add_persister().await;
+    e2e::eventually("the old message is searchable", || async {
+        (found(&g, &ann, "archived greeting").await == ["an archived greeting 안녕하세요"])
+            .then_some(())
+    })
+    .await;
+    assert_eq!(found(&g, &ann, "하세").await.len(), 1);
+}
