@@ -26,9 +26,11 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home chat
+ && useradd --system --uid 10001 --no-create-home chat \
+ && mkdir -p /var/lib/chat/uploads && chown chat /var/lib/chat/uploads
 COPY --from=builder /src/target/release/gateway /src/target/release/persister /usr/local/bin/
 USER chat
-ENV GATEWAY_ADDR=0.0.0.0:8080 PERSISTER_ADDR=0.0.0.0:9090 LOG_FORMAT=json
+ENV GATEWAY_ADDR=0.0.0.0:8080 PERSISTER_ADDR=0.0.0.0:9090 LOG_FORMAT=json \
+    CHAT_UPLOAD_DIR=/var/lib/chat/uploads
 EXPOSE 8080 9090
 CMD ["gateway"]
