@@ -21,6 +21,8 @@ export CHAT_TEST_DATABASE_URL=${CHAT_TEST_DATABASE_URL:-"postgres://postgres@$PG
 command -v docker-compose >/dev/null || apt_install docker-compose
 # The web client's browser test: Debian's Chromium, driven by playwright-core.
 command -v chromium >/dev/null || apt_install chromium
+# Emoji (reactions) drawn in the screenshots, not as empty boxes.
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || apt_install fonts-noto-color-emoji
 # And Firefox ESR, driven by geckodriver.
 command -v firefox-esr >/dev/null || apt_install firefox-esr
 CHAT_GECKODRIVER=$(geckodriver_bin)

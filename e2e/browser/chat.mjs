@@ -49,9 +49,11 @@ async function describe() {
 }
 
 try {
-  const ann = await (await browser.newContext()).newPage();
-  // Bob is on a phone-sized screen.
-  const bob = await (await browser.newContext({ viewport: { width: 390, height: 780 } })).newPage();
+  // Two tabs of one browser, each its own guest; Bob's tab is phone-sized.
+  const context = await browser.newContext();
+  const ann = await context.newPage();
+  const bob = await context.newPage();
+  await bob.setViewportSize({ width: 390, height: 780 });
   Object.assign(pages, { ann, bob });
   for (const page of [ann, bob]) page.setDefaultTimeout(TIMEOUT);
 
@@ -66,14 +68,22 @@ try {
     await page.getByRole('button', { name: 'Join', exact: true }).click();
     await page.getByRole('heading', { name: room }).waitFor();
   }
-  const message = (page, text) => page.getByRole('log').getByRole('listitem').filter({ hasText: text });
+  const message = (page, text) => page.getByRole('log', { name: 'Chat history' }).getByRole('listitem').filter({ hasText: text });
+  // A message's action, shown on hover.
+  async function act(page, text, action) {
+    const item = message(page, text).first();
+    await item.hover();
+    await item.getByRole('button', { name: action, exact: true }).click();
+  }
   async function say(page, text) {
-    await page.getByLabel('Message').fill(text);
+    await page.getByLabel('Message', { exact: true }).fill(text);
     await page.getByRole('button', { name: 'Send' }).click();
   }
 
   await signIn(ann, 'Ann');
   await signIn(bob, 'Bob');
+  const ids = await Promise.all([ann, bob].map((p) => p.evaluate(() => S.user.id)));
+  if (ids[0] === ids[1]) throw new Error('the second tab signed in as the first tab\'s user');
   await join(ann, 'lobby');
   await join(bob, 'lobby');
   await shot(ann, 'joined');
@@ -85,13 +95,13 @@ try {
   await shot(bob, 'message-received');
 
   // Typing shows in the other tab, never in the typer's.
-  await bob.getByLabel('Message').pressSequentially('typing…');
+  await bob.getByLabel('Message', { exact: true }).pressSequentially('typing…');
   await ann.getByRole('status', { name: 'Typing' }).filter({ hasText: 'Bob is typing' }).waitFor();
   await shot(ann, 'typing-shown');
   await bob.waitForTimeout(500);
   const own = await bob.getByRole('status', { name: 'Typing' }).textContent();
   if (own.trim() !== '') throw new Error(`the typer sees their own typing: "${own}"`);
-  await bob.getByLabel('Message').fill('');
+  await bob.getByLabel('Message', { exact: true }).fill('');
 
   // Bob has read Ann's message: Ann sees the receipt.
   await message(ann, 'hello Bob').filter({ hasText: 'Read by Bob' }).waitFor();
@@ -99,10 +109,10 @@ try {
 
   // Ann mentions Bob through the picker: "@Bo" offers him, a click
   // completes the name, and the message carries the mention.
-  await ann.getByLabel('Message').pressSequentially('@Bo');
+  await ann.getByLabel('Message', { exact: true }).pressSequentially('@Bo');
   await ann.getByRole('listbox', { name: 'Mention a member' }).getByRole('button', { name: '@Bob' }).click();
-  await ann.getByLabel('Message').pressSequentially('see this');
-  const typed = await ann.getByLabel('Message').inputValue();
+  await ann.getByLabel('Message', { exact: true }).pressSequentially('see this');
+  const typed = await ann.getByLabel('Message', { exact: true }).inputValue();
   if (typed !== '@Bob see this') throw new Error(`the mention picker made "${typed}"`);
   await ann.getByRole('button', { name: 'Send' }).click();
   await message(bob, '@Bob see this').waitFor();
@@ -114,6 +124,45 @@ try {
   const bobId = await bob.evaluate(() => S.user.id);
   if (JSON.stringify(mentions) !== JSON.stringify([bobId])) throw new Error(`mentions stored: ${JSON.stringify(mentions)}`);
   await shot(bob, 'mention');
+
+  // Bob reacts to Ann's message from the actions shown on hover; both
+  // tabs show the reaction under it, with its count.
+  await act(bob, 'hello Bob', 'Add reaction');
+  await bob.getByRole('dialog', { name: 'Add a reaction' }).getByRole('button', { name: 'React with 👍' }).click();
+  for (const page of [ann, bob]) await message(page, 'hello Bob').getByRole('button', { name: /^👍 1/ }).waitFor();
+  await shot(ann, 'reaction');
+
+  // A thread: Ann opens one on her message, Bob answers in it; Ann's panel
+  // shows the reply and the message counts it.
+  await act(ann, 'hello Bob', 'Reply in thread');
+  await act(bob, 'hello Bob', 'Reply in thread');
+  await bob.getByLabel('Thread reply', { exact: true }).fill('an answer in the thread');
+  await bob.getByRole('button', { name: 'Send reply' }).click();
+  await ann.getByRole('log', { name: 'Thread replies' }).getByText('an answer in the thread').waitFor();
+  await message(ann, 'hello Bob').getByRole('button', { name: '1 reply' }).waitFor();
+  const inMain = await message(ann, 'an answer in the thread').count();
+  if (inMain) throw new Error('a thread reply shows in the room\'s history');
+  await shot(ann, 'thread');
+  await ann.getByRole('button', { name: 'Close thread' }).click();
+  await bob.getByRole('button', { name: 'Close thread' }).click();
+
+  // Ann pastes a picture into the message box: it is uploaded, sent, and
+  // shown in Bob's tab.
+  await ann.getByLabel('Message', { exact: true }).evaluate(async (input) => {
+    const canvas = Object.assign(document.createElement('canvas'), { width: 160, height: 90 });
+    const g = canvas.getContext('2d');
+    g.fillStyle = '#2b6cb0'; g.fillRect(0, 0, 160, 90);
+    g.fillStyle = '#fff'; g.font = '28px sans-serif'; g.fillText('pasted', 30, 55);
+    const blob = await new Promise((done) => canvas.toBlob(done, 'image/png'));
+    const data = new DataTransfer();
+    data.items.add(new File([blob], 'pasted.png', { type: 'image/png' }));
+    input.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+  });
+  const picture = bob.getByRole('log', { name: 'Chat history' }).getByRole('img', { name: 'pasted.png' });
+  await picture.waitFor();
+  await bob.waitForFunction(() => [...document.querySelectorAll('#log img.picture')].some((i) => i.naturalWidth === 160));
+  await picture.scrollIntoViewIfNeeded();
+  await shot(bob, 'picture-pasted');
 
   // Ann mutes the lobby, and unmutes it.
   await ann.getByRole('button', { name: 'Mute', exact: true }).click();
@@ -135,6 +184,17 @@ try {
   await bob.getByRole('navigation', { name: 'Your chats' }).getByRole('button', { name: /@Ann/ }).waitFor();
   await chats.getByRole('button', { name: 'lobby', exact: true }).click();
   await ann.getByRole('heading', { name: 'lobby' }).waitFor();
+
+  // Bob, in the direct room, searches for Ann's greeting: the hit opens
+  // the lobby with the message marked.
+  await bob.getByRole('navigation', { name: 'Your chats' }).getByRole('button', { name: /@Ann/ }).click();
+  await bob.getByRole('heading', { name: '@Ann' }).waitFor();
+  await bob.getByLabel('Search messages').fill('hello');
+  await bob.getByLabel('Search messages').press('Enter');
+  await bob.getByRole('list', { name: 'Search results' }).getByRole('button', { name: /hello Bob/ }).click();
+  await bob.getByRole('heading', { name: 'lobby' }).waitFor();
+  await bob.locator('#log li.hit').filter({ hasText: 'hello Bob' }).waitFor();
+  await shot(bob, 'search-hit');
 
   // After a reload the history is there.
   await say(bob, 'before the reload');
@@ -168,6 +228,19 @@ try {
   await bob.close();
   await direct.getByRole('img', { name: 'offline' }).waitFor({ timeout: 30_000 });
   await shot(ann, 'direct-room-offline');
+
+  // The dark theme follows the system's setting.
+  await ann.emulateMedia({ colorScheme: 'dark' });
+  const background = await ann.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  if (background !== 'rgb(21, 25, 30)') throw new Error(`the dark theme's background is ${background}`);
+  await shot(ann, 'dark-theme');
+  await ann.emulateMedia({ colorScheme: 'light' });
+
+  // Signing out forgets this tab's guest.
+  await ann.getByRole('button', { name: 'Sign out' }).click();
+  await ann.getByRole('button', { name: 'Sign in' }).waitFor();
+  const kept = await ann.evaluate(() => sessionStorage.getItem('chat.token'));
+  if (kept) throw new Error('the token outlived the sign-out');
   console.log('PASS');
 } catch (err) {
   console.error(`FAIL: ${err.stack || err}`);

@@ -89,8 +89,8 @@ try {
 
   await ann.type('#message', 'hello from Firefox');
   await ann.click('#send-form button[type=submit]');
-  await ann.waitText('#log', /Ann\s*hello from Firefox/, 'Ann sees her message');
-  await bob.waitText('#log', /Ann\s*hello from Firefox/, 'Bob gets it');
+  await ann.waitText('#log', /Ann[\s\S]*hello from Firefox/, 'Ann sees her message');
+  await bob.waitText('#log', /Ann[\s\S]*hello from Firefox/, 'Bob gets it');
   await ann.shot('firefox-01-message');
 
   // Typing reaches the other user only.

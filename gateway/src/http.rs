@@ -53,6 +53,8 @@ pub fn routes(
 fn web_client() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     const INDEX: &str = include_str!("../web/index.html");
     const JS: &str = include_str!("../web/app.js");
+    const MESSAGES_JS: &str = include_str!("../web/messages.js");
+    const EXTRAS_JS: &str = include_str!("../web/extras.js");
     const CSS: &str = include_str!("../web/app.css");
     let file = |body: &'static str, kind: &'static str| {
         warp::reply::with_header(
@@ -65,13 +67,24 @@ fn web_client() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejec
     let index = warp::path::end()
         .and(warp::get())
         .map(move || file(INDEX, "text/html; charset=utf-8"));
-    let js = warp::path!("app.js")
-        .and(warp::get())
-        .map(move || file(JS, "text/javascript; charset=utf-8"));
+    let script = |name: &'static str, body: &'static str| {
+        warp::path(name)
+            .and(warp::path::end())
+            .and(warp::get())
+            .map(move || file(body, "text/javascript; charset=utf-8"))
+    };
     let css = warp::path!("app.css")
         .and(warp::get())
         .map(move || file(CSS, "text/css; charset=utf-8"));
-    index.or(js).unify().or(css).unify()
+    index
+        .or(script("app.js", JS))
+        .unify()
+        .or(script("messages.js", MESSAGES_JS))
+        .unify()
+        .or(script("extras.js", EXTRAS_JS))
+        .unify()
+        .or(css)
+        .unify()
 }
 
 /// The caller of a `/v1` endpoint, from `Authorization: Bearer`.

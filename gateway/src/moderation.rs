@@ -66,6 +66,24 @@ fn manager(role: Option<Role>) -> Result<Role, ApiError> {
     }
 }
 
+/// The membership job data of a manager's act on `user`.
+async fn acted_on(
+    app: &App,
+    room: &str,
+    user: uuid::Uuid,
+    by: &User,
+    ban: Option<BanTerm>,
+) -> Result<Membership, ApiError> {
+    Ok(Membership {
+        room: room.to_owned(),
+        user: membership::user_or_unnamed(app, user).await?,
+        at: shared::time::now_millis(),
+        creates: false,
+        by: Some(by.id),
+        ban,
+    })
+}
+
 async fn take_out(
     app: &App,
     by: &User,
@@ -99,14 +117,7 @@ async fn take_out(
                 "that user is not a member of this room",
             ));
         }
-        let job = Job::Leave(Membership {
-            room: room.to_owned(),
-            user: membership::user_or_unnamed(app, req.user).await?,
-            at: shared::time::now_millis(),
-            creates: false,
-            by: Some(by.id),
-            ban: ban.clone(),
-        });
+        let job = Job::Leave(acted_on(app, room, req.user, by, ban.clone()).await?);
         if publish_expecting(app, &job, &msg_id(), expect).await? {
             revoke::everywhere(app, room, req.user).await;
             return Ok(Empty {});
@@ -129,14 +140,7 @@ pub async fn unban(app: &App, by: &User, req: Moderate) -> Result<Empty, ApiErro
         if !membership::membership(app, room, req.user).await?.banned {
             return Ok(Empty {});
         }
-        let job = Job::Unban(Membership {
-            room: room.to_owned(),
-            user: membership::user_or_unnamed(app, req.user).await?,
-            at: shared::time::now_millis(),
-            creates: false,
-            by: Some(by.id),
-            ban: None,
-        });
+        let job = Job::Unban(acted_on(app, room, req.user, by, None).await?);
         if publish_expecting(app, &job, &msg_id(), expect).await? {
             return Ok(Empty {});
         }

@@ -50,24 +50,40 @@ async function signIn(name) {
   const r = await fetch('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const j = await r.json();
   if (!r.ok) throw new Error(j.message || 'sign-in failed');
-  localStorage.setItem('chat.token', j.token);
-  localStorage.setItem('chat.user', JSON.stringify(j.user));
+  // Per tab: each tab of one browser is a guest of its own.
+  sessionStorage.setItem('chat.token', j.token);
+  sessionStorage.setItem('chat.user', JSON.stringify(j.user));
   return j;
 }
 
 function start() {
-  const token = localStorage.getItem('chat.token');
+  const token = sessionStorage.getItem('chat.token');
   if (token && tokenExpiry(token) > Date.now() + 60_000) {
-    S.token = token; S.user = JSON.parse(localStorage.getItem('chat.user'));
+    S.token = token; S.user = JSON.parse(sessionStorage.getItem('chat.user'));
     showApp();
   } else {
-    $('signin').hidden = false; $('app').hidden = true; setConnection('signed out');
+    $('signin').hidden = false; $('app').hidden = true; $('signout').hidden = true;
+    $('me').textContent = ''; setConnection('signed out');
+    $('name').focus();
   }
+}
+
+// Signing out forgets this tab's guest and everything shown.
+function signOut() {
+  sessionStorage.removeItem('chat.token'); sessionStorage.removeItem('chat.user');
+  const ws = S.ws; S.ws = null; if (ws) ws.close(1000);
+  Object.assign(S, { token: null, user: null, current: null, members: [], replyTo: null, thread: null });
+  for (const m of [S.rooms, S.unlisted, S.lastSeq, S.firstSeq, S.readSent, S.typers]) m.clear();
+  S.online.clear();
+  $('log').textContent = ''; $('rooms').textContent = ''; $('members').textContent = '';
+  $('room-title').textContent = 'Join or pick a room'; $('thread').hidden = true; $('results').hidden = true;
+  start();
 }
 
 function showApp() {
   $('signin').hidden = true; $('app').hidden = false;
   $('me').textContent = `Signed in as ${S.user.name}`;
+  $('signout').hidden = false;
   connect();
 }
 
@@ -89,7 +105,7 @@ function connect() {
     if (S.ws !== ws) return;
     for (const [, p] of S.replies) p.reject(new Error('connection lost'));
     S.replies.clear();
-    if (e.code === 4001 || e.code === 1008) { localStorage.removeItem('chat.token'); return start(); }
+    if (e.code === 4001 || e.code === 1008) { sessionStorage.removeItem('chat.token'); return start(); }
     setConnection('reconnecting');
     const delay = Math.min(10_000, 250 * 2 ** S.retry++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
@@ -125,6 +141,7 @@ function handle(f) {
     case 'message:persisted': return onMessage(d.message, d.temp_id);
     case 'message:edited': return renderMessage(d.message);
     case 'message:deleted': return onDeleted(d.room, d.id);
+    case 'message:reactions': return onReactions(d);
     case 'message:read': return onRead(d);
     case 'typing:start': return onTyping(d, true);
     case 'typing:stop': return onTyping(d, false);
@@ -229,9 +246,12 @@ function renderPresence() {
 
 // ---- rooms ----------------------------------------------------------------
 
-async function openRoom(id) {
+// Opens a room at its newest messages, or (`at`: a message's seq) around
+// that message.
+async function openRoom(id, at) {
   S.current = id;
   S.replyTo = null; $('replying').hidden = true;
+  const unread = S.rooms.get(id)?.unread || 0;
   $('room-title').textContent = roomLabel(S.rooms.get(id) || { id });
   $('log').textContent = ''; $('typing').textContent = '';
   if (!S.members.length || S.membersRoom !== id) renderMembers([]);
@@ -240,13 +260,20 @@ async function openRoom(id) {
   const room = S.rooms.get(id); if (room) room.unread = 0;
   renderMute();
   renderRooms();
-  await loadPage(id, {});
+  if (at) {
+    await loadPage(id, { after: Math.max(0, at - 10) });
+    await catchUp(id, 4);
+  } else {
+    await loadPage(id, {});
+    newMessagesLine(unread);
+  }
   markRead();
 }
 
 async function loadPage(room, q) {
   const { messages } = await request('history:fetch', { room, ...q, limit: 50 });
   for (const m of messages) renderMessage(m, q.before ? 'top' : 'bottom');
+  regroup();
   if (messages.length) {
     S.firstSeq.set(room, Math.min(S.firstSeq.get(room) ?? Infinity, messages[0].seq));
     S.lastSeq.set(room, Math.max(S.lastSeq.get(room) ?? 0, messages[messages.length - 1].seq));
@@ -255,9 +282,10 @@ async function loadPage(room, q) {
   return messages.length;
 }
 
-// After a reconnect: everything after the last seq seen, page by page.
-async function catchUp(room) {
-  for (;;) {
+// After a reconnect: everything after the last seq seen, page by page
+// (at most `pages` of them).
+async function catchUp(room, pages = Infinity) {
+  for (let i = 0; i < pages; i++) {
     const after = S.lastSeq.get(room) ?? 0;
     const n = await loadPage(room, after ? { after } : {});
     if (n < 50 || !after) break;
@@ -286,105 +314,6 @@ function systemLine(room, text) {
   const li = document.createElement('li'); li.className = 'system'; li.textContent = text;
   $('log').append(li); scrollDown();
 }
-
-// ---- messages -------------------------------------------------------------
-
-function messageEl(id) { return document.querySelector(`#log li[data-id="${CSS.escape(id)}"]`); }
-
-function onMessage(m, tempId) {
-  S.lastSeq.set(m.room, Math.max(S.lastSeq.get(m.room) ?? 0, m.seq));
-  if (m.room !== S.current) {
-    const room = S.rooms.get(m.room);
-    if (room && (m.sender || SYSTEM).id !== S.user.id) { room.unread = (room.unread || 0) + 1; renderRooms(); }
-    else if (!room) refreshRooms();
-    return;
-  }
-  const pending = document.querySelector(`#log li[data-temp="${CSS.escape(tempId)}"]`);
-  if (pending) pending.remove();
-  renderMessage(m);
-  if (m.sender) clearTyper(m.sender.id);
-  scrollDown();
-  markRead();
-}
-
-function renderMessage(m, where = 'bottom') {
-  if (m.room !== S.current) return;
-  let li = messageEl(m.id);
-  const fresh = !li;
-  if (fresh) li = document.createElement('li');
-  li.className = m.deleted_at ? 'deleted' : '';
-  li.dataset.id = m.id; li.dataset.seq = m.seq; li.dataset.sender = (m.sender || SYSTEM).id;
-  li.textContent = '';
-  if (m.reply_to) {
-    const q = document.createElement('div'); q.className = 'quote';
-    const orig = messageEl(m.reply_to);
-    q.textContent = orig ? `↪ ${orig.querySelector('.sender')?.textContent}: ${orig.querySelector('.text')?.textContent}` : '↪ an earlier message';
-    li.append(q);
-  }
-  const sender = document.createElement('span'); sender.className = 'sender'; sender.textContent = who(m.sender);
-  const text = document.createElement('span'); text.className = 'text';
-  text.textContent = m.deleted_at ? 'message deleted' : m.text;
-  const meta = document.createElement('span'); meta.className = 'meta';
-  meta.textContent = new Date(m.created_at).toLocaleTimeString() + (m.edited_at ? ' (edited)' : '');
-  li.append(avatarEl(m.sender), sender, text, meta);
-  for (const a of m.attachments) {
-    const link = document.createElement('a'); link.href = a.url; link.textContent = ` 📎 ${a.name}`; link.rel = 'noopener';
-    li.append(link);
-  }
-  if (!m.deleted_at) li.append(actions(m));
-  if (fresh) {
-    const log = $('log');
-    const later = [...log.querySelectorAll('li[data-seq]')].find((x) => Number(x.dataset.seq) > m.seq);
-    if (where === 'top' || later) log.insertBefore(li, later || log.firstChild);
-    else log.append(li);
-  }
-}
-
-function actions(m) {
-  const span = document.createElement('span'); span.className = 'actions';
-  const add = (label, fn) => { const b = document.createElement('button'); b.type = 'button'; b.textContent = label; b.onclick = fn; span.append(b); };
-  add('Reply', () => { S.replyTo = m.id; $('replying').hidden = false; $('replying').querySelector('span').textContent = `Replying to ${who(m.sender)}`; $('message').focus(); });
-  if (m.sender && m.sender.id === S.user.id) {
-    add('Edit', async () => {
-      const text = prompt('Edit message', m.text);
-      if (text && text !== m.text) request('message:edit', { room: m.room, id: m.id, text }).catch((e) => notice(e.message));
-    });
-  }
-  add('Delete', () => request('message:delete', { room: m.room, id: m.id }).catch((e) => notice(e.message)));
-  return span;
-}
-
-function onDeleted(room, id) {
-  const li = messageEl(id);
-  if (!li || room !== S.current) return;
-  li.className = 'deleted'; li.querySelector('.text').textContent = 'message deleted';
-  li.querySelector('.actions')?.remove();
-  for (const a of li.querySelectorAll('a')) a.remove();
-}
-
-function onRead(d) {
-  if (d.room !== S.current) return;
-  const li = messageEl(d.message_id);
-  if (!li) return;
-  let receipt = li.querySelector('.receipt');
-  if (!receipt) { receipt = document.createElement('span'); receipt.className = 'meta receipt'; li.append(receipt); }
-  const names = new Set((receipt.dataset.names || '').split('|').filter(Boolean)); names.add(who(d.user));
-  receipt.dataset.names = [...names].join('|');
-  receipt.textContent = `Read by ${[...names].join(', ')}`;
-}
-
-// Marks the newest message from someone else as read, once per message.
-function markRead() {
-  const room = S.current; if (!room || document.hidden) return;
-  const others = [...document.querySelectorAll('#log li[data-seq]')].filter((li) => li.dataset.sender !== S.user.id);
-  const last = others[others.length - 1]; if (!last) return;
-  const seq = Number(last.dataset.seq);
-  if ((S.readSent.get(room) ?? 0) >= seq) return;
-  S.readSent.set(room, seq);
-  request('message:read', { room, message_id: last.dataset.id }).catch(() => S.readSent.delete(room));
-}
-
-function scrollDown() { const log = $('log'); log.scrollTop = log.scrollHeight; }
 
 // ---- typing ---------------------------------------------------------------
 
@@ -476,13 +405,14 @@ function renderMembers(members) {
         try { const { room } = await request('room:create', { kind: 'direct', members: [u.id] }); await addDirect(room, u); openRoom(room); }
         catch (err) { notice(err.message); }
       };
-      span.append(' ', b);
+      span.append(' ', b, manageMenu(u));
     }
     box.append(span);
   }
   renderPresence();
 }
 
+$('signout').onclick = signOut;
 $('random').onclick = () => request('match:random', {}).then(() => notice('Looking for someone to chat with…')).catch((e) => notice(e.message));
 // Muting a room: its messages no longer reach you while you are offline.
 function renderMute() {
@@ -560,6 +490,5 @@ $('log').onscroll = () => {
   }
 };
 
-document.addEventListener('visibilitychange', markRead);
-window.addEventListener('focus', markRead);
-start();
+document.addEventListener('visibilitychange', () => markRead());
+window.addEventListener('focus', () => markRead());
