@@ -18,7 +18,7 @@ const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 50;
 /// The newest matches ranked against each other: a term common in the
 /// user's rooms costs the reading of this many matches, not all of them.
-const CANDIDATES: i64 = 200;
+const CANDIDATES: i64 = 100;
 
 /// The matching messages of the rooms `user` belongs to now (as the
 /// stream says: a room left or a ban acked a moment ago is not searched).
@@ -80,10 +80,10 @@ fn query_text(q: Option<&str>) -> Result<&str, ApiError> {
 /// by `ts_rank` (ties: newest first). Only the candidates are ranked: the
 /// query names every term once per room, and ranking costs in proportion.
 ///
-/// Not a prepared statement kept on the connection (`persistent(false)`):
-/// each search is planned with its own query, whose terms the planner
-/// then knows, so a common term reads the newest messages backwards and a
-/// rare one the index.
+/// Each search is planned for its own query (the pool's
+/// `plan_cache_mode`), whose terms' frequencies the planner knows: a term
+/// common in the user's rooms reads the newest messages backwards, a rare
+/// one the index.
 async fn matching(
     pool: &PgPool,
     query: &str,
@@ -107,7 +107,6 @@ async fn matching(
     .bind(rooms)
     .bind(limit)
     .bind(CANDIDATES)
-    .persistent(false)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Message::from).collect())

@@ -107,8 +107,8 @@ enum Scenario {
         member_of: usize,
         #[arg(long, default_value_t = 2000)]
         queries: usize,
-        /// Searches in flight at once.
-        #[arg(long, default_value_t = 4)]
+        /// Searches in flight at once (1: the latency one user sees).
+        #[arg(long, default_value_t = 1)]
         concurrency: usize,
     },
     /// The limits the product is compared with.

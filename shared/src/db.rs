@@ -30,9 +30,12 @@ pub fn pool(config: &DbConfig, access: Access, app: &str) -> anyhow::Result<PgPo
     // stays a sequential scan while the table grows, until the next
     // ANALYZE: the persister's duplicate check went quadratic that way
     // under load. These are key lookups; planning each costs microseconds.
+    // Nor is any of them worth compiling: a plan whose estimate passes
+    // `jit_above_cost` (a search over many rooms) would spend tens of
+    // milliseconds in LLVM to save less.
     let mut options = PgConnectOptions::from_str(&config.database_url)?
         .application_name(app)
-        .options([("plan_cache_mode", "force_custom_plan")]);
+        .options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
     if access == Access::ReadOnly {
         options = options.options([("default_transaction_read_only", "on")]);
     }
