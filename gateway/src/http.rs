@@ -258,7 +258,9 @@ fn get_messages(
 }
 
 /// `GET /v1/search`.
-fn search(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+fn search(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "search")
         .and(warp::get())
         .and(authenticated(app.clone()))
@@ -284,7 +286,9 @@ fn origin() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clo
     warp::header::optional::<String>("host")
         .and(warp::header::optional::<String>("x-forwarded-proto"))
         .map(|host: Option<String>, proto: Option<String>| {
-            let proto = proto.filter(|p| p == "https").unwrap_or_else(|| "http".into());
+            let proto = proto
+                .filter(|p| p == "https")
+                .unwrap_or_else(|| "http".into());
             host.filter(|h| !h.contains(['/', ' ']))
                 .map(|h| format!("{proto}://{h}"))
         })
@@ -363,10 +367,16 @@ fn file_reply(file: crate::uploads::Download) -> warp::reply::Response {
     set("content-type", file.mime);
     set(
         "content-disposition",
-        format!("{disposition}; filename*=UTF-8''{}", encoded.replace('+', "%20")),
+        format!(
+            "{disposition}; filename*=UTF-8''{}",
+            encoded.replace('+', "%20")
+        ),
     );
     set("x-content-type-options", "nosniff".into());
-    set("content-security-policy", "sandbox; default-src 'none'".into());
+    set(
+        "content-security-policy",
+        "sandbox; default-src 'none'".into(),
+    );
     set("cache-control", "private, max-age=3600".into());
     response
 }

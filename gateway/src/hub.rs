@@ -124,7 +124,9 @@ impl Hub {
         self.remove_member(user, room);
         let mut inner = self.write();
         let now = std::time::Instant::now();
-        inner.revoked.retain(|_, at| now.duration_since(*at) < REVOKED_FOR);
+        inner
+            .revoked
+            .retain(|_, at| now.duration_since(*at) < REVOKED_FOR);
         inner.revoked.insert((user, room.to_owned()), now);
     }
 

@@ -155,7 +155,11 @@ pub async fn unban(app: &App, by: &User, req: Moderate) -> Result<Empty, ApiErro
 /// `bad_request`, `not_a_member`, `not_found`, `unavailable`.
 pub async fn flag(app: &App, by: &User, req: Flag) -> Result<Empty, ApiError> {
     validate::room_id(&req.room)?;
-    if req.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+    if req
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
         return Err(ApiError::bad_request(format!(
             "reason is at most {MAX_REASON} characters"
         )));

@@ -77,10 +77,19 @@ enum AskError {
     Silent(usize),
 }
 
-async fn ask(app: &App, room: &str, user: Uuid, mut expected: HashSet<Uuid>) -> Result<(), AskError> {
+async fn ask(
+    app: &App,
+    room: &str,
+    user: Uuid,
+    mut expected: HashSet<Uuid>,
+) -> Result<(), AskError> {
     let nats = |e: &dyn std::fmt::Display| AskError::Nats(e.to_string());
     let inbox = app.client.new_inbox();
-    let mut replies = app.client.subscribe(inbox.clone()).await.map_err(|e| nats(&e))?;
+    let mut replies = app
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| nats(&e))?;
     let body = serde_json::to_vec(&Revocation {
         room: room.to_owned(),
         user,

@@ -62,7 +62,9 @@ pub async fn search(app: &App, user: &User, q: &SearchQuery) -> Result<HistoryPa
 fn query_text(q: Option<&str>) -> Result<&str, ApiError> {
     let q = q.map(str::trim).unwrap_or_default();
     if q.is_empty() {
-        return Err(ApiError::bad_request("q is required: the words to look for"));
+        return Err(ApiError::bad_request(
+            "q is required: the words to look for",
+        ));
     }
     if q.chars().count() > MAX_QUERY {
         return Err(ApiError::bad_request(format!(

@@ -62,7 +62,8 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         // Not fatal: the user can chat; only being found by id waits.
         tracing::warn!(error = %err, "could not make a connecting user known");
     }
-    let (mut rooms, first) = Box::pin(app.hub.connect(conn.clone(), &user, stored, loaded_at)).await;
+    let (mut rooms, first) =
+        Box::pin(app.hub.connect(conn.clone(), &user, stored, loaded_at)).await;
     rooms.sort();
     let ready = ServerFrame::new(
         event::SESSION_READY,

@@ -49,8 +49,8 @@ impl Uploads {
     pub fn open(dir: &str, store_url: Option<&str>, max_bytes: u64) -> Result<Self, UploadsError> {
         let store: Arc<dyn ObjectStore> = match store_url {
             Some(url) => {
-                let parsed =
-                    url::Url::parse(url).map_err(|e| UploadsError::Url(url.into(), e.to_string()))?;
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| UploadsError::Url(url.into(), e.to_string()))?;
                 let options = std::env::vars()
                     .filter(|(k, _)| k.starts_with("AWS_"))
                     .map(|(k, v)| (k.to_ascii_lowercase(), v));
@@ -131,9 +131,14 @@ fn file_type(content_type: Option<&str>) -> Result<String, ApiError> {
 }
 
 fn file_name(name: Option<&str>) -> Result<String, ApiError> {
-    let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or("file");
+    let name = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("file");
     if name.chars().count() > validate::MAX_ATTACHMENT_NAME_CHARS
-        || name.chars().any(|c| c.is_control() || c == '/' || c == '\\')
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
     {
         return Err(ApiError::bad_request(
             "name is at most 255 characters, with no control characters or slashes",
@@ -258,7 +263,10 @@ async fn sent_to(app: &App, user: &User, id: Uuid) -> Result<bool, ApiError> {
     .await
     .map_err(db_unavailable)?;
     for room in rooms {
-        if crate::membership::role(app, &room, user.id).await?.is_some() {
+        if crate::membership::role(app, &room, user.id)
+            .await?
+            .is_some()
+        {
             return Ok(true);
         }
     }

@@ -123,9 +123,14 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
     let (token, user) = crate::client::guest_user(&http, &base, "Searcher").await?;
     seed(&pool, shape).await?;
     join(&pool, shape, &user).await?;
-    sqlx::query("VACUUM ANALYZE messages").execute(&pool).await?;
+    sqlx::query("VACUUM ANALYZE messages")
+        .execute(&pool)
+        .await?;
 
-    eprintln!("loadgen: {} searches, {} at a time", shape.queries, shape.concurrency);
+    eprintln!(
+        "loadgen: {} searches, {} at a time",
+        shape.queries, shape.concurrency
+    );
     let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
     let queries: Vec<(usize, String)> = (0..shape.queries)
         .map(|i| (i % KINDS.len(), query(i % KINDS.len(), &mut draw)))
@@ -155,7 +160,10 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu::between(&cpu_before, &cpu::sample(&common.watch));
     let mut all = report::histogram();
-    let mut by_kind: Vec<_> = KINDS.iter().map(|_| (report::histogram(), 0usize)).collect();
+    let mut by_kind: Vec<_> = KINDS
+        .iter()
+        .map(|_| (report::histogram(), 0usize))
+        .collect();
     for t in timings {
         let (kind, took, hits) = t?;
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -192,10 +200,12 @@ async fn count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
 
 /// Messages in the searching user's rooms.
 async fn searchable(pool: &sqlx::PgPool, shape: &Shape) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM messages WHERE room_id = ANY($1)")
-        .bind(member_rooms(shape))
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE room_id = ANY($1)")
+            .bind(member_rooms(shape))
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 fn member_rooms(shape: &Shape) -> Vec<String> {
@@ -208,7 +218,7 @@ fn member_rooms(shape: &Shape) -> Vec<String> {
 /// 6-14 words of the vocabulary, word `i` drawn with a probability that
 /// falls as `i` grows (`10000 · u³`), as words of real chats go.
 fn text(n: usize, draw: &mut Draw) -> String {
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         let words: Vec<&str> = (0..3 + n % 5)
             .map(|_| KOREAN[draw.next(KOREAN.len())])
             .collect();
@@ -278,8 +288,11 @@ async fn seed(pool: &sqlx::PgPool, shape: &Shape) -> anyhow::Result<()> {
         .bind(&vectors)
         .execute(&mut *tx)
         .await?;
-        if to % 100_000 == 0 || to == shape.messages {
-            eprintln!("loadgen: {to} messages seeded ({:.0} s)", started.elapsed().as_secs_f64());
+        if to.is_multiple_of(100_000) || to == shape.messages {
+            eprintln!(
+                "loadgen: {to} messages seeded ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     eprintln!("loadgen: building the search indexes");
@@ -290,7 +303,10 @@ async fn seed(pool: &sqlx::PgPool, shape: &Shape) -> anyhow::Result<()> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    eprintln!("loadgen: seeded in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "loadgen: seeded in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

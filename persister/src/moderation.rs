@@ -50,7 +50,10 @@ pub async fn unban(tx: &mut PgConnection, m: &Membership) -> Result<bool, sqlx::
 ///
 /// # Errors
 /// Any database error.
-pub async fn flagged(tx: &mut PgConnection, f: &FlagReport) -> Result<Option<Message>, sqlx::Error> {
+pub async fn flagged(
+    tx: &mut PgConnection,
+    f: &FlagReport,
+) -> Result<Option<Message>, sqlx::Error> {
     let row: Option<MessageRow> = sqlx::query_as(concat!(
         "SELECT ",
         shared::message_columns!(),

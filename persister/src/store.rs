@@ -105,8 +105,8 @@ pub async fn leave(tx: &mut PgConnection, m: &Membership) -> Result<bool, sqlx::
     .bind(m.user.id)
     .bind(m.by.is_none())
     .execute(&mut *tx)
-        .await?
-        .rows_affected()
+    .await?
+    .rows_affected()
         == 1;
     Ok(left)
 }

@@ -131,9 +131,7 @@ impl Job {
             Job::Message(_) | Job::Edit(_) | Job::Delete(_) | Job::React(_) | Job::Flag(_) => {
                 subjects.job(room, "msg")
             }
-            Job::Join(m) | Job::Leave(m) | Job::Unban(m) => {
-                subjects.membership(room, &m.user.id)
-            }
+            Job::Join(m) | Job::Leave(m) | Job::Unban(m) => subjects.membership(room, &m.user.id),
             Job::CreateRoom(r) => subjects.membership(room, &r.owner.id),
             Job::Invite(i) => subjects.membership(room, &i.user.id),
             Job::SetRole(r) => subjects.membership(room, &r.user.id),

@@ -126,14 +126,20 @@ mod tests {
             terms("Hello, WORLD's 안녕하세요! x"),
             ["hello", "world", "s", "안녕", "녕하", "하세", "세요", "x"]
         );
-        assert_eq!(terms("チャット世界abc"), ["チャ", "ャッ", "ット", "ト世", "世界", "abc"]);
+        assert_eq!(
+            terms("チャット世界abc"),
+            ["チャ", "ャッ", "ット", "ト世", "世界", "abc"]
+        );
         assert!(terms("안 ?! ").is_empty(), "one CJK character is no term");
         assert!(terms(&"a".repeat(65)).is_empty());
     }
 
     #[test]
     fn a_vector_keeps_positions_and_a_query_names_every_term_in_each_room() {
-        assert_eq!(vector("lobby", "go go 안녕"), "'lobby:go':1,2 'lobby:안녕':3");
+        assert_eq!(
+            vector("lobby", "go go 안녕"),
+            "'lobby:go':1,2 'lobby:안녕':3"
+        );
         assert_eq!(vector("lobby", "?!"), "");
         let rooms = vec!["a".to_owned(), "b".to_owned()];
         assert_eq!(

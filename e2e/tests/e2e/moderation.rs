@@ -109,7 +109,10 @@ async fn a_ban_refuses_the_user_on_every_gateway_and_path_from_its_ack_before_it
     assert_eq!(ann.reply(&ban).await["type"], "ack");
     // Within a millisecond of the ack, on the other gateway, where Bob's
     // membership was in memory.
-    let send = bob.send("message:send", json!({"room": "agora", "text": "after the ban"}));
+    let send = bob.send(
+        "message:send",
+        json!({"room": "agora", "text": "after the ban"}),
+    );
     let reply = bob.reply(&send).await;
     assert_eq!(reply["data"]["code"], "not_a_member", "{reply}");
     refused_everywhere(&stack, &mut ann, &mut bob, &mut bob_here, "agora").await;
@@ -124,7 +127,10 @@ async fn a_ban_refuses_the_user_on_every_gateway_and_path_from_its_ack_before_it
         v["type"] == "room:left" && v["data"]["user"]["id"] == bob.user.id.as_str()
     })
     .await;
-    assert_eq!(texts_in_db(&stack, "agora").await, ["before the ban", "cy stays"]);
+    assert_eq!(
+        texts_in_db(&stack, "agora").await,
+        ["before the ban", "cy stays"]
+    );
     let pool = stack.db.pool().await;
     let (until, by): (Option<chrono::DateTime<chrono::Utc>>, uuid::Uuid) =
         sqlx::query_as("SELECT until, by_id FROM room_bans WHERE room_id = 'agora'")
@@ -163,7 +169,8 @@ async fn a_ban_with_an_end_lapses_and_a_removal_lets_the_user_come_back() {
     let send = bob.send("message:send", json!({"room": "plaza", "text": "hm"}));
     assert_eq!(bob.reply(&send).await["data"]["code"], "not_a_member");
     bob.expect_event("room:left").await;
-    ann.find("Bob's removal", |v| v["type"] == "room:left").await;
+    ann.find("Bob's removal", |v| v["type"] == "room:left")
+        .await;
     bob.ok("room:join", json!({"room": "plaza"})).await;
     let t = bob.say("plaza", "I'm back").await;
     ann.persisted(&t).await;
@@ -220,12 +227,30 @@ async fn only_owners_and_admins_moderate_and_nobody_touches_the_owner() {
     .await;
 
     // A member may not; an admin may not touch the owner or another admin.
-    assert_eq!(cy.refused("room:remove", about("hall", &dee)).await, "forbidden");
-    assert_eq!(cy.refused("room:ban", about("hall", &dee)).await, "forbidden");
-    assert_eq!(cy.refused("room:unban", about("hall", &dee)).await, "forbidden");
-    assert_eq!(bob.refused("room:ban", about("hall", &ann)).await, "forbidden");
-    assert_eq!(bob.refused("room:remove", about("hall", &dee)).await, "forbidden");
-    assert_eq!(ann.refused("room:ban", about("hall", &ann)).await, "bad_request");
+    assert_eq!(
+        cy.refused("room:remove", about("hall", &dee)).await,
+        "forbidden"
+    );
+    assert_eq!(
+        cy.refused("room:ban", about("hall", &dee)).await,
+        "forbidden"
+    );
+    assert_eq!(
+        cy.refused("room:unban", about("hall", &dee)).await,
+        "forbidden"
+    );
+    assert_eq!(
+        bob.refused("room:ban", about("hall", &ann)).await,
+        "forbidden"
+    );
+    assert_eq!(
+        bob.refused("room:remove", about("hall", &dee)).await,
+        "forbidden"
+    );
+    assert_eq!(
+        ann.refused("room:ban", about("hall", &ann)).await,
+        "bad_request"
+    );
     assert_eq!(
         outsider_refused(&stack, &outsider, about("hall", &cy)).await,
         "not_a_member"
@@ -246,7 +271,10 @@ async fn only_owners_and_admins_moderate_and_nobody_touches_the_owner() {
     ann.ok("room:ban", about("hall", &dee)).await;
     ann.ok("room:ban", about("hall", &outsider)).await;
     let mut eve = WsClient::connect(&stack.gateways[1].ws_url(), outsider.user.clone()).await;
-    assert_eq!(eve.refused("room:join", json!({"room": "hall"})).await, "forbidden");
+    assert_eq!(
+        eve.refused("room:join", json!({"room": "hall"})).await,
+        "forbidden"
+    );
     // Nothing was changed by the refusals: the others are still in.
     let t = ann.say("hall", "order restored").await;
     bob.persisted(&t).await;

@@ -56,33 +56,62 @@ async fn members_find_their_rooms_messages_by_words_and_korean_parts_best_first(
     let hits = found(g1, &bob, "release").await;
     assert_eq!(hits.len(), 3, "{hits:?}");
     assert_eq!(hits[0], "the release went out, release party!");
-    assert!(!hits.iter().any(|t| t.contains("secret") || t.contains("withdrawn")));
-    assert_eq!(found(g0, &ann, "RELEASE notes").await, ["Release notes are ready"]);
-    assert!(found(g0, &ann, "relea").await.is_empty(), "words, not parts of words");
-    assert_eq!(found(g1, &eve, "release").await, ["release the secret plans"]);
+    assert!(!hits
+        .iter()
+        .any(|t| t.contains("secret") || t.contains("withdrawn")));
+    assert_eq!(
+        found(g0, &ann, "RELEASE notes").await,
+        ["Release notes are ready"]
+    );
+    assert!(
+        found(g0, &ann, "relea").await.is_empty(),
+        "words, not parts of words"
+    );
+    assert_eq!(
+        found(g1, &eve, "release").await,
+        ["release the secret plans"]
+    );
 
     // Korean: any part of two characters or more.
     for part in ["안녕", "안녕하세요", "하세요", "여러분", "녕하"] {
         assert_eq!(found(g0, &ann, part).await, ["안녕하세요 여러분"], "{part}");
     }
-    assert!(found(g0, &ann, "안").await.is_empty(), "one character is no part");
-    assert!(found(g0, &ann, "안녕 release").await.is_empty(), "all terms, in one message");
+    assert!(
+        found(g0, &ann, "안").await.is_empty(),
+        "one character is no part"
+    );
+    assert!(
+        found(g0, &ann, "안녕 release").await.is_empty(),
+        "all terms, in one message"
+    );
 
     // One room; limit.
-    let (status, body) = search(g0, &ann, &[("q", "release"), ("room", "team"), ("limit", "1")]).await;
+    let (status, body) = search(
+        g0,
+        &ann,
+        &[("q", "release"), ("room", "team"), ("limit", "1")],
+    )
+    .await;
     assert_eq!((status, e2e::texts(&body).len()), (200, 1), "{body}");
     let msg = &body["messages"][0];
     assert_eq!(msg["room"], "team");
-    assert!(msg["seq"].as_i64().is_some() && msg["sender"]["id"].is_string(), "{msg}");
+    assert!(
+        msg["seq"].as_i64().is_some() && msg["sender"]["id"].is_string(),
+        "{msg}"
+    );
 
     // An edit is searched as it reads now.
     let first = found(g0, &ann, "today").await;
     assert_eq!(first, ["Deploy the release today"]);
     let page = e2e::get_json(&format!("{g0}/v1/rooms/team/messages"), &ann.user.token).await;
     let id = page["messages"][0]["id"].clone();
-    ann.ok("message:edit", json!({"room": "team", "id": id, "text": "Deploy tomorrow"}))
+    ann.ok(
+        "message:edit",
+        json!({"room": "team", "id": id, "text": "Deploy tomorrow"}),
+    )
+    .await;
+    bob.find("the edit", |v| v["type"] == "message:edited")
         .await;
-    bob.find("the edit", |v| v["type"] == "message:edited").await;
     assert!(found(g1, &bob, "today").await.is_empty());
     assert_eq!(found(g1, &bob, "tomorrow").await, ["Deploy tomorrow"]);
 

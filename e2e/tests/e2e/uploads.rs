@@ -12,7 +12,13 @@ fn picture() -> Vec<u8> {
     bytes
 }
 
-async fn upload(base: &str, who: &WsClient, kind: Option<&str>, name: &str, body: Vec<u8>) -> (u16, Value) {
+async fn upload(
+    base: &str,
+    who: &WsClient,
+    kind: Option<&str>,
+    name: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
     let mut req = e2e::http()
         .post(format!("{base}/v1/uploads"))
         .query(&[("name", name)])
@@ -42,7 +48,11 @@ async fn fetch(base: &str, url: &str, who: &WsClient) -> (u16, String, Vec<u8>) 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    (status, kind, resp.bytes().await.unwrap_or_default().to_vec())
+    (
+        status,
+        kind,
+        resp.bytes().await.unwrap_or_default().to_vec(),
+    )
 }
 
 /// Files the stack's store holds (bytes and records).
@@ -71,7 +81,10 @@ async fn a_file_reaches_the_members_of_rooms_it_is_sent_in_on_any_gateway_and_no
     assert!(url.starts_with(&format!("{g0}/v1/uploads/")), "{url}");
 
     // The uploader at once, on either gateway; nobody else yet.
-    assert_eq!(fetch(g1, &url, &ann).await, (200, "image/png".into(), picture()));
+    assert_eq!(
+        fetch(g1, &url, &ann).await,
+        (200, "image/png".into(), picture())
+    );
     assert_eq!(fetch(g1, &url, &bob).await.0, 404);
 
     // Sent in a room: its members may read it, others not.
@@ -87,19 +100,34 @@ async fn a_file_reaches_the_members_of_rooms_it_is_sent_in_on_any_gateway_and_no
     let sent = bob.persisted(&t).await;
     assert_eq!(sent["attachments"][0]["url"], url.as_str());
     let (status, kind, bytes) = fetch(g1, &url, &bob).await;
-    assert_eq!((status, kind.as_str(), bytes == picture()), (200, "image/png", true));
+    assert_eq!(
+        (status, kind.as_str(), bytes == picture()),
+        (200, "image/png", true)
+    );
     assert_eq!(fetch(g0, &url, &eve).await.0, 404, "not a member");
 
     // Once the message is deleted, only the uploader.
     ann.ok("message:delete", json!({"room": "pics", "id": sent["id"]}))
         .await;
-    bob.find("the delete", |v| v["type"] == "message:deleted").await;
+    bob.find("the delete", |v| v["type"] == "message:deleted")
+        .await;
     assert_eq!(fetch(g0, &url, &bob).await.0, 404);
     assert_eq!(fetch(g0, &url, &ann).await.0, 200);
 
     // Anything but a picture, sound or video is a download, never a page.
-    let (status, page) = upload(g1, &bob, Some("text/html; charset=utf-8"), "x.html", b"<script>alert(1)</script>".to_vec()).await;
-    assert_eq!((status, page["type"].as_str()), (201, Some("text/html")), "{page}");
+    let (status, page) = upload(
+        g1,
+        &bob,
+        Some("text/html; charset=utf-8"),
+        "x.html",
+        b"<script>alert(1)</script>".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, page["type"].as_str()),
+        (201, Some("text/html")),
+        "{page}"
+    );
     let resp = e2e::http()
         .get(page["url"].as_str().unwrap())
         .bearer_auth(&bob.user.token)
@@ -114,7 +142,13 @@ async fn a_file_reaches_the_members_of_rooms_it_is_sent_in_on_any_gateway_and_no
 
 #[tokio::test]
 async fn bad_uploads_get_clear_errors_and_store_nothing() {
-    let stack = Stack::build(&e2e::nats_url(), 1, 1, &[("CHAT_UPLOAD_MAX_BYTES", "100000")]).await;
+    let stack = Stack::build(
+        &e2e::nats_url(),
+        1,
+        1,
+        &[("CHAT_UPLOAD_MAX_BYTES", "100000")],
+    )
+    .await;
     let g = &stack.gateway().url;
     let ann = stack.connect("Ann").await;
     for (kind, name, body, status, code) in [
@@ -122,10 +156,20 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
         (Some("png"), "a.png", picture(), 400, "bad_request"),
         (Some("image/png"), "a.png", Vec::new(), 400, "bad_request"),
         (Some("image/png"), "../a.png", picture(), 400, "bad_request"),
-        (Some("image/png"), "a.png", vec![7u8; 100_001], 413, "too_large"),
+        (
+            Some("image/png"),
+            "a.png",
+            vec![7u8; 100_001],
+            413,
+            "too_large",
+        ),
     ] {
         let (got, body) = upload(g, &ann, kind, name, body).await;
-        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{kind:?} {name}: {body}");
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{kind:?} {name}: {body}"
+        );
     }
     // Over the limit without a declared length: refused once it passes.
     let chunks = futures::stream::iter(
@@ -151,7 +195,14 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
     assert_eq!(stored(&stack), 0, "nothing was stored");
 
     // Exactly at the limit is fine; unknown and malformed ids are not found.
-    let (status, _) = upload(g, &ann, Some("application/pdf"), "doc.pdf", vec![1u8; 100_000]).await;
+    let (status, _) = upload(
+        g,
+        &ann,
+        Some("application/pdf"),
+        "doc.pdf",
+        vec![1u8; 100_000],
+    )
+    .await;
     assert_eq!(status, 201);
     assert_eq!(stored(&stack), 2, "the bytes and their record");
     for id in [uuid::Uuid::now_v7().to_string(), "not-an-id".into()] {
