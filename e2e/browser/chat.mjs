@@ -131,6 +131,19 @@ try {
   await bob.getByRole('dialog', { name: 'Add a reaction' }).getByRole('button', { name: 'React with 👍' }).click();
   for (const page of [ann, bob]) await message(page, 'hello Bob').getByRole('button', { name: /^👍 1/ }).waitFor();
   await shot(ann, 'reaction');
+  // Keyboard only: Ann tabs from the message to its 👍 (hers too now), and
+  // to "Add reaction", whose picker takes Tab and Enter.
+  await message(ann, 'hello Bob').first().focus();
+  await ann.keyboard.press('Tab');
+  await ann.keyboard.press('Enter');
+  await message(bob, 'hello Bob').getByRole('button', { name: /^👍 2/ }).waitFor();
+  await message(ann, 'hello Bob').first().focus();
+  await ann.keyboard.press('Tab');
+  await ann.keyboard.press('Tab');
+  await ann.keyboard.press('Enter');
+  await ann.keyboard.press('Tab');
+  await ann.keyboard.press('Enter');
+  await message(bob, 'hello Bob').getByRole('button', { name: /^❤️ 1/ }).waitFor();
 
   // A thread: Ann opens one on her message, Bob answers in it; Ann's panel
   // shows the reply and the message counts it.
@@ -185,9 +198,21 @@ try {
   await chats.getByRole('button', { name: 'lobby', exact: true }).click();
   await ann.getByRole('heading', { name: 'lobby' }).waitFor();
 
-  // Bob, in the direct room, searches for Ann's greeting: the hit opens
-  // the lobby with the message marked.
-  await bob.getByRole('navigation', { name: 'Your chats' }).getByRole('button', { name: /@Ann/ }).click();
+  // Bob, in the direct room, misses a message in the lobby: when he opens
+  // it, a line marks where the new messages start.
+  const bobChats = bob.getByRole('navigation', { name: 'Your chats' });
+  await bobChats.getByRole('button', { name: /@Ann/ }).click();
+  await bob.getByRole('heading', { name: '@Ann' }).waitFor();
+  await say(ann, 'while you were in the direct room');
+  await bobChats.getByRole('button', { name: /^lobby.*1 unread/ }).click();
+  await bob.getByRole('separator').filter({ hasText: 'New messages' }).waitFor();
+  const after = await bob.evaluate(() => document.querySelector('#log li.new-line').nextElementSibling.textContent);
+  if (!after.includes('while you were in the direct room')) throw new Error(`the new-messages line stands before "${after}"`);
+  await shot(bob, 'new-messages-line');
+
+  // Back in the direct room, Bob searches for Ann's greeting: the hit
+  // opens the lobby with the message marked.
+  await bobChats.getByRole('button', { name: /@Ann/ }).click();
   await bob.getByRole('heading', { name: '@Ann' }).waitFor();
   await bob.getByLabel('Search messages').fill('hello');
   await bob.getByLabel('Search messages').press('Enter');

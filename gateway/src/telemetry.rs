@@ -43,6 +43,11 @@ pub fn describe() {
         "Upgrades refused at the connection limit"
     );
     describe_counter!("gateway_matches_total", "Pairs made by random matching");
+    describe_counter!(
+        "gateway_revocations_unanswered_total",
+        "Removals and bans acked before every gateway answered their revocation"
+    );
+    describe_counter!("gateway_uploads_total", "Files stored by POST /v1/uploads");
     metrics::gauge!("gateway_connections").set(0.0);
     for reason in ["disconnected", "timeout", "error"] {
         metrics::counter!("gateway_publish_failures_total", "reason" => reason).absolute(0);
@@ -56,6 +61,8 @@ pub fn describe() {
         "gateway_events_repeated_total",
         "gateway_connections_refused_total",
         "gateway_matches_total",
+        "gateway_revocations_unanswered_total",
+        "gateway_uploads_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
