@@ -287,6 +287,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_store_is_a_directory_or_an_s3_bucket_by_url() {
+        let dir = std::env::temp_dir().join(format!("chat-uploads-{}", Uuid::new_v4()));
+        let local = Uploads::open(dir.to_str().unwrap(), None, 10);
+        assert!(local.is_ok() && dir.is_dir(), "the directory is made");
+        let _ = std::fs::remove_dir_all(&dir);
+        // Nothing is contacted until a file is stored.
+        assert!(Uploads::open("unused", Some("s3://bucket/chat/uploads"), 10).is_ok());
+        for bad in ["not a url", "nosuch://bucket/x"] {
+            assert!(Uploads::open("unused", Some(bad), 10).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_file_needs_a_type_and_a_plain_name() {
         assert_eq!(file_type(Some("Image/PNG; q=1")).unwrap(), "image/png");
         for bad in [None, Some(""), Some("png"), Some("image/"), Some("a b/c")] {

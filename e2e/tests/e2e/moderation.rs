@@ -215,16 +215,10 @@ async fn only_owners_and_admins_moderate_and_nobody_touches_the_owner() {
     for c in [&mut ann, &mut bob, &mut cy, &mut dee] {
         c.join("hall").await;
     }
-    ann.ok(
-        "room:set_role",
-        json!({"room": "hall", "user": bob.user.id, "role": "admin"}),
-    )
-    .await;
-    ann.ok(
-        "room:set_role",
-        json!({"room": "hall", "user": dee.user.id, "role": "admin"}),
-    )
-    .await;
+    for admin in [bob.user.id.clone(), dee.user.id.clone()] {
+        let made = json!({"room": "hall", "user": admin, "role": "admin"});
+        ann.ok("room:set_role", made).await;
+    }
 
     // A member may not; an admin may not touch the owner or another admin.
     assert_eq!(
