@@ -68,6 +68,8 @@ for i in $(seq 0 $((PERSISTERS - 1))); do
   PERSISTER_ADDR="127.0.0.1:$((9090 + i))" "$BIN/persister" >"$RUN/logs/persister-$i.log" 2>&1 &
   pids+=($!)
 done
+# Uploaded files: one directory for every gateway of this stack.
+export CHAT_UPLOAD_DIR=${CHAT_UPLOAD_DIR:-$RUN/uploads}
 urls=()
 for i in $(seq 0 $((GATEWAYS - 1))); do
   port=$((8080 + i))
