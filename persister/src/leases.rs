@@ -70,6 +70,11 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ROUND);
     let mut members = 1;
     let mut round: u64 = 0;
+    // A lease taken since persisters were last counted: the share it was
+    // taken within may have counted a dead one (whose entry outlives its
+    // leases by up to a round trip of counting), so readiness waits for a
+    // count taken after it.
+    let mut claimed_since_count = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -77,7 +82,8 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
         }
         // Counting persisters lists the bucket (a consumer on the server):
         // every few rounds is enough to follow them coming and going.
-        if round.is_multiple_of(COUNT_EVERY) {
+        if round.is_multiple_of(COUNT_EVERY) || claimed_since_count {
+            claimed_since_count = false;
             members = match announce_and_count(&kv, &me).await {
                 Ok(n) => n,
                 Err(err) => {
@@ -104,12 +110,17 @@ pub async fn run(worker: Worker, stop: CancellationToken) {
             let p = *held.keys().max().expect("more than share > 0 held");
             release(&kv, &worker, p, held.remove(&p).expect("just found")).await;
         }
-        if Instant::now() >= claim_after {
-            claim(&kv, &me, &worker, &stop, share, &mut held, &stopping).await;
+        if Instant::now() >= claim_after
+            && claim(&kv, &me, &worker, &stop, share, &mut held, &stopping).await
+        {
+            claimed_since_count = true;
         }
-        // Ready means doing its work: writing its share. A persister
-        // waiting for a dead one's leases to expire is not.
-        worker.state.set_consumer_ready(held.len() >= share);
+        // Ready means doing its work: writing its share, as counted after
+        // its last claim. A persister waiting for a dead one's leases to
+        // expire is not.
+        worker
+            .state
+            .set_consumer_ready(held.len() >= share && !claimed_since_count);
         let partitions = held.keys().filter(|t| **t < PARTITIONS).count();
         metrics::gauge!("persister_partitions_held").set(partitions as f64);
     }
@@ -218,6 +229,7 @@ async fn release(kv: &kv::Store, worker: &Worker, p: u32, h: Held) {
 
 /// Claims free partitions up to `share`, starting at a place of its own so
 /// persisters starting together do not all try the same ones first.
+/// Returns whether it took any.
 async fn claim(
     kv: &kv::Store,
     me: &str,
@@ -226,12 +238,13 @@ async fn claim(
     share: usize,
     held: &mut HashMap<u32, Held>,
     stopping: &Stopping,
-) {
+) -> bool {
     let tasks = worker.tasks();
     let start = shared::subjects::partition(me);
+    let mut took = false;
     for i in 0..tasks {
         if held.len() >= share {
-            return;
+            return took;
         }
         let p = (start + i) % tasks;
         if held.contains_key(&p) || stopping.contains_key(&p) {
@@ -257,6 +270,8 @@ async fn claim(
                     task,
                 },
             );
+            took = true;
         }
     }
+    took
 }
