@@ -66,7 +66,7 @@ struct Inner {
     /// [`REVOKED_FOR`] this gateway's memory does not vouch for them in
     /// those rooms (an event of their membership from before may still
     /// come and add them back), the stream does.
-    revoked: HashMap<(Uuid, String), std::time::Instant>,
+    revoked: HashMap<Uuid, HashMap<String, std::time::Instant>>,
 }
 
 /// How long a revocation makes membership checks ask the stream.
@@ -112,7 +112,13 @@ impl Hub {
     pub fn is_member(&self, user: Uuid, room: &str) -> Option<bool> {
         let inner = self.read();
         let known = inner.users.get(&user).map(|u| u.rooms.contains(room))?;
-        if known && inner.revoked.contains_key(&(user, room.to_owned())) {
+        // By user, then room: a send's check allocates nothing.
+        if known
+            && inner
+                .revoked
+                .get(&user)
+                .is_some_and(|r| r.contains_key(room))
+        {
             return None;
         }
         Some(known)
@@ -124,10 +130,15 @@ impl Hub {
         self.remove_member(user, room);
         let mut inner = self.write();
         let now = std::time::Instant::now();
+        inner.revoked.retain(|_, rooms| {
+            rooms.retain(|_, at| now.duration_since(*at) < REVOKED_FOR);
+            !rooms.is_empty()
+        });
         inner
             .revoked
-            .retain(|_, at| now.duration_since(*at) < REVOKED_FOR);
-        inner.revoked.insert((user, room.to_owned()), now);
+            .entry(user)
+            .or_default()
+            .insert(room.to_owned(), now);
     }
 
     /// The rooms of a user connected here, if any.
@@ -170,7 +181,8 @@ impl Hub {
             stored_rooms.retain(|room| {
                 inner
                     .revoked
-                    .get(&(conn.user, room.clone()))
+                    .get(&conn.user)
+                    .and_then(|r| r.get(room))
                     .is_none_or(|at| *at < loaded_at)
             });
             let first = !inner.users.contains_key(&conn.user);

@@ -87,14 +87,8 @@ pub async fn membership(app: &App, room: &str, user: Uuid) -> Result<Standing, A
 pub async fn room_expect(app: &App, room: &str) -> Result<Expect, ApiError> {
     let subject = app.subjects.room_memberships(room);
     let stream = app.stream().await?;
-    let seq = match stream.direct_get_last_for_subject(subject.clone()).await {
-        Ok(msg) => msg.sequence,
-        Err(err) if matches!(err.kind(), DirectGetErrorKind::NotFound) => 0,
-        Err(err) => {
-            tracing::warn!(error = %err, "a lookup in the stream failed");
-            return Err(ApiError::unavailable());
-        }
-    };
+    let last = found(stream.direct_get_last_for_subject(subject.clone()).await)?;
+    let seq = last.map_or(0, |msg| msg.sequence);
     Ok(Expect { subject, seq })
 }
 
@@ -139,24 +133,34 @@ async fn first_job(app: &App, subject: String) -> Result<Option<(Job, u64)>, Api
     job_of(stream.direct_get_first_for_subject(subject).await)
 }
 
-fn job_of(
-    got: Result<
-        async_nats::jetstream::message::StreamMessage,
-        async_nats::jetstream::stream::DirectGetError,
-    >,
-) -> Result<Option<(Job, u64)>, ApiError> {
+type DirectGot = Result<
+    async_nats::jetstream::message::StreamMessage,
+    async_nats::jetstream::stream::DirectGetError,
+>;
+
+/// The message a direct get found, `None` if there is none.
+fn found(
+    got: DirectGot,
+) -> Result<Option<async_nats::jetstream::message::StreamMessage>, ApiError> {
     match got {
-        Ok(msg) => match serde_json::from_slice::<Job>(&msg.payload) {
-            Ok(job) => Ok(Some((job, msg.sequence))),
-            Err(err) => {
-                tracing::warn!(error = %err, "unreadable job in the stream");
-                Ok(None)
-            }
-        },
+        Ok(msg) => Ok(Some(msg)),
         Err(err) if matches!(err.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(err) => {
             tracing::warn!(error = %err, "a lookup in the stream failed");
             Err(ApiError::unavailable())
+        }
+    }
+}
+
+fn job_of(got: DirectGot) -> Result<Option<(Job, u64)>, ApiError> {
+    let Some(msg) = found(got)? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice::<Job>(&msg.payload) {
+        Ok(job) => Ok(Some((job, msg.sequence))),
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable job in the stream");
+            Ok(None)
         }
     }
 }
