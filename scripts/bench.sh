@@ -8,6 +8,7 @@
 #   scripts/bench.sh -- connections --count 19000
 #   scripts/bench.sh -- ceiling publish | ceiling pipeline
 #   scripts/bench.sh -- backlog --count 1000000
+#   scripts/bench.sh --peer -- throughput --rooms 50 --users 10 --rate 1000
 #
 # Everything after -- goes to `loadgen` (`loadgen --help`); --url,
 # --database-url, the processes whose CPU it reports, and the gateway's pid
@@ -15,14 +16,21 @@
 # only once the jobs are in the stream. `--webhook up` delivers webhooks to a
 # receiver on loopback that takes everything; `--webhook down` to a port
 # where nothing listens (every delivery fails and is retried).
+#
+# `--peer` runs the same scenario against the peer the product is compared
+# with instead (bench/peer: Socket.IO with the Redis adapter, a BullMQ queue
+# and a pg worker), on its own Redis server and a fresh database.
+# scripts/compare.sh runs both in one go and prints them side by side.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 SYNC=""
 WEBHOOK=""
+PEER=""
 while [ $# -gt 0 ]; do
   case $1 in
+    --peer) PEER=1; shift ;;
     --sync-interval) SYNC=$2; shift 2 ;;
     --webhook) WEBHOOK=$2; shift 2 ;;
     --) shift; break ;;
@@ -30,8 +38,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 ensure_script_tools
-NATS=$(nats_server_bin)
 ensure_postgres
+if [ -n "$PEER" ]; then
+  cargo build --release --quiet -p loadgen
+  exec "$ROOT/scripts/peer.sh" "$@"
+fi
+NATS=$(nats_server_bin)
 cargo build --release --quiet -p gateway -p persister -p loadgen
 BIN="$ROOT/target/release"
 

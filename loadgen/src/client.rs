@@ -1,5 +1,6 @@
 //! Speaking the contract as a client: guest sign-in, a WebSocket per user,
-//! and a light reading of the frames the load generator counts.
+//! and a light reading of the frames the load generator counts; and the
+//! same for the Socket.IO peer the benchmark compares the product with.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,7 +51,11 @@ fn config() -> WebSocketConfig {
 /// Opens a WebSocket from local address `127.0.0.<source>`: one source
 /// address has about 28,000 ports to reach one server port from.
 pub async fn open(base: &str, token: &str, source: u8) -> anyhow::Result<Socket> {
-    let url = format!("{}/v1/ws?token={token}", base.replacen("http", "ws", 1));
+    open_path(base, &format!("/v1/ws?token={token}"), source).await
+}
+
+async fn open_path(base: &str, path: &str, source: u8) -> anyhow::Result<Socket> {
+    let url = format!("{}{path}", base.replacen("http", "ws", 1));
     let authority = base
         .split("//")
         .nth(1)
@@ -137,5 +142,163 @@ impl Data<'_> {
     pub fn send_number(&self) -> Option<usize> {
         let m: MessageText<'_> = serde_json::from_str(self.message?.get()).ok()?;
         m.text?.strip_prefix("lg ")?.parse().ok()
+    }
+}
+
+/// Which server the load generator speaks to.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The product's WebSocket contract (guest sign-in, JSON frames).
+    Chat,
+    /// The Socket.IO peer (`bench/peer`): Engine.IO 4 frames over a
+    /// WebSocket, acks by id.
+    Socketio,
+}
+
+/// What the load generator makes of a frame from either server.
+pub enum Seen<'a> {
+    /// Send number `send` was accepted as `temp_id`.
+    Ack { send: usize, temp_id: &'a str },
+    /// A send was refused with this code.
+    Refused(Cow<'a, str>),
+    /// A `message:persisted` of the load generator's send `send`; the
+    /// sender's own carries the `temp_id` it was acked with.
+    Persisted { send: usize, temp_id: Option<&'a str> },
+    /// The server's heartbeat, to be answered (Socket.IO only).
+    Ping,
+    Other,
+}
+
+/// A Socket.IO ack's payload.
+#[derive(Deserialize)]
+struct SioAck<'a> {
+    #[serde(borrow, default)]
+    temp_id: Option<&'a str>,
+    #[serde(borrow, default)]
+    error: Option<SioError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SioError<'a> {
+    #[serde(borrow)]
+    code: Cow<'a, str>,
+}
+
+impl Protocol {
+    /// Signs `name` in (the product) and opens its connection.
+    pub async fn connect(
+        self,
+        http: &reqwest::Client,
+        base: &str,
+        name: &str,
+        source: u8,
+    ) -> anyhow::Result<Socket> {
+        match self {
+            Protocol::Chat => open(base, &guest(http, base, name).await?, source).await,
+            Protocol::Socketio => {
+                let mut ws =
+                    open_path(base, "/socket.io/?EIO=4&transport=websocket", source).await?;
+                sio_expect(&mut ws, "0").await?;
+                let hello = format!("40{}", json!({ "name": name }));
+                ws.send(Message::text(hello)).await?;
+                sio_expect(&mut ws, "40").await?;
+                Ok(ws)
+            }
+        }
+    }
+
+    /// Joins `room` and waits for the ack.
+    pub async fn join(self, ws: &mut Socket, room: &str) -> anyhow::Result<()> {
+        match self {
+            Protocol::Chat => join(ws, room).await,
+            Protocol::Socketio => {
+                let frame = format!("420{}", json!(["room:join", { "room": room }]));
+                ws.send(Message::text(frame)).await?;
+                let t = sio_expect(ws, "430").await?;
+                if t.contains("\"error\"") {
+                    bail!("join refused: {t}");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The frame of the load generator's send number `i`.
+    pub fn send(self, i: usize, room: &str) -> String {
+        let data = json!({"room": room, "text": format!("lg {i}")});
+        match self {
+            Protocol::Chat => {
+                json!({"type": "message:send", "ref": i.to_string(), "data": data}).to_string()
+            }
+            Protocol::Socketio => format!("42{i}{}", json!(["message:send", data])),
+        }
+    }
+
+    /// What a text frame from the server says.
+    pub fn read<'a>(self, text: &'a str) -> Seen<'a> {
+        match self {
+            Protocol::Chat => read_chat(text),
+            Protocol::Socketio => read_sio(text),
+        }
+        .unwrap_or(Seen::Other)
+    }
+}
+
+fn read_chat(text: &str) -> Option<Seen<'_>> {
+    let frame: Frame<'_> = serde_json::from_str(text).ok()?;
+    let data = frame.data?;
+    Some(match frame.kind.as_ref() {
+        "ack" => Seen::Ack {
+            send: frame.reference?.parse().ok()?,
+            temp_id: data.temp_id?,
+        },
+        "error" => Seen::Refused(data.code.unwrap_or(Cow::Borrowed("?"))),
+        "message:persisted" => Seen::Persisted {
+            send: data.send_number()?,
+            temp_id: data.temp_id,
+        },
+        _ => Seen::Other,
+    })
+}
+
+fn read_sio(text: &str) -> Option<Seen<'_>> {
+    if text == "2" {
+        return Some(Seen::Ping);
+    }
+    if let Some(rest) = text.strip_prefix("43") {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (id, body) = rest.split_at(digits);
+        let (ack,): (SioAck<'_>,) = serde_json::from_str(body).ok()?;
+        return Some(match (ack.temp_id, ack.error) {
+            (Some(temp_id), _) => Seen::Ack {
+                send: id.parse().ok()?,
+                temp_id,
+            },
+            (None, e) => Seen::Refused(e.map_or(Cow::Borrowed("?"), |e| e.code)),
+        });
+    }
+    let (kind, data): (Cow<'_, str>, Data<'_>) =
+        serde_json::from_str(text.strip_prefix("42")?).ok()?;
+    (kind == "message:persisted").then_some(())?;
+    Some(Seen::Persisted {
+        send: data.send_number()?,
+        temp_id: data.temp_id,
+    })
+}
+
+/// Reads Engine.IO frames until one starts with `prefix` (answering
+/// heartbeats meanwhile); returns it.
+async fn sio_expect(ws: &mut Socket, prefix: &str) -> anyhow::Result<String> {
+    loop {
+        let Some(msg) = ws.next().await else {
+            bail!("closed while waiting for {prefix}")
+        };
+        if let Message::Text(t) = msg? {
+            if t.as_str() == "2" {
+                ws.send(Message::text("3")).await?;
+            } else if t.starts_with(prefix) {
+                return Ok(t.as_str().to_owned());
+            }
+        }
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::{StreamExt, TryStreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use tokio_tungstenite::tungstenite::Message;
 use serde_json::{json, Value};
 
-use crate::client;
+use crate::client::Seen;
 use crate::cpu;
 use crate::throughput::source;
 use crate::Common;
@@ -36,13 +37,19 @@ pub async fn run(
     let sockets: Vec<tokio::task::JoinHandle<()>> = futures::stream::iter(0..count)
         .map(|i| {
             let (http, base, closed) = (&http, &base, closed.clone());
+            let protocol = common.protocol;
             async move {
-                let token = client::guest(http, base, &format!("idle {i}")).await?;
-                let ws = client::open(base, &token, source(i)).await?;
+                let name = format!("idle {i}");
+                let mut ws = protocol.connect(http, base, &name, source(i)).await?;
                 // Read (and so answer pings) until the server closes.
                 anyhow::Ok(tokio::spawn(async move {
-                    let (_, mut stream) = ws.split();
-                    while let Some(Ok(_)) = stream.next().await {}
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if let Message::Text(t) = &msg {
+                            if let Seen::Ping = protocol.read(t) {
+                                let _ = ws.send(Message::text("3")).await;
+                            }
+                        }
+                    }
                     closed.fetch_add(1, Ordering::Relaxed);
                 }))
             }

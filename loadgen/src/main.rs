@@ -48,6 +48,14 @@ pub struct Common {
     /// every process of that name. Repeatable.
     #[arg(long = "watch", global = true)]
     watch: Vec<cpu::Watch>,
+    /// Seconds of sending at the first rate before anything is measured,
+    /// on users of their own, so that neither server is measured cold
+    /// (JIT compilation, pools, caches).
+    #[arg(long, global = true, default_value_t = 5.0)]
+    warmup: f64,
+    /// What the server at --url speaks: the product, or the Socket.IO peer.
+    #[arg(long, global = true, value_enum, default_value_t = client::Protocol::Chat)]
+    protocol: client::Protocol,
 }
 
 impl Common {
@@ -68,9 +76,10 @@ enum Scenario {
         /// Users per room.
         #[arg(long, default_value_t = 10)]
         users: usize,
-        /// Messages per second, in all.
-        #[arg(long, default_value_t = 1000.0)]
-        rate: f64,
+        /// Messages per second, in all; several, comma separated, run one
+        /// after another and report the highest that passes.
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        rate: Vec<f64>,
         /// Seconds of sending.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
@@ -79,8 +88,8 @@ enum Scenario {
     Fanout {
         #[arg(long, default_value_t = 1000)]
         members: usize,
-        #[arg(long, default_value_t = 10.0)]
-        rate: f64,
+        #[arg(long, value_delimiter = ',', default_value = "10")]
+        rate: Vec<f64>,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
     },
@@ -164,23 +173,51 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Connections { .. } | Scenario::Backlog { .. } | Scenario::Search { .. } => 1,
         _ => common.runs.max(1),
     };
-    let mut results = Vec::with_capacity(runs);
-    for run in 1..=runs {
-        let result = once(&common, &scenario).await?;
-        say(&format!(
-            "run {run} of {runs}: {}",
-            human(&scenario, &result)
-        ));
-        results.push(result);
+    let rates = match &scenario {
+        Scenario::Throughput { rate, .. } | Scenario::Fanout { rate, .. } => {
+            rate.iter().copied().map(Some).collect()
+        }
+        _ => vec![None],
+    };
+    if let (true, Some(Some(first))) = (common.warmup > 0.0, rates.first()) {
+        let result = once(&common, &scenario, Some(*first), Some(common.warmup)).await?;
+        eprintln!(
+            "loadgen: warm-up of {} s at {first} msg/s done (acked {}, persisted p99 {} ms), not counted",
+            common.warmup, result["acked"], result["persisted"]["p99_ms"]
+        );
     }
-    let mut out = json!({ "scenario": scenario_name(&scenario), "runs": results });
-    if runs > 1 {
-        let median = report::median(&results);
+    let mut sets = Vec::with_capacity(rates.len());
+    for rate in rates {
+        let mut results = Vec::with_capacity(runs);
+        for run in 1..=runs {
+            let result = once(&common, &scenario, rate, None).await?;
+            say(&format!(
+                "run {run} of {runs}: {}",
+                human(&scenario, &result)
+            ));
+            results.push(result);
+        }
+        let result = if runs > 1 {
+            let median = report::median(&results);
+            say(&format!(
+                "median of {runs} runs: {}",
+                human(&scenario, &median)
+            ));
+            median
+        } else {
+            results[0].clone()
+        };
+        sets.push(json!({ "rate": rate, "runs": results, "result": result }));
+    }
+    let mut out = json!({ "scenario": scenario_name(&scenario), "sets": sets });
+    if rates_swept(&scenario) {
+        let passing = throughput::highest_passing(&sets);
         say(&format!(
-            "median of {runs} runs: {}",
-            human(&scenario, &median)
+            "highest rate passing (persisted p99 < {} ms, nothing lost or refused): {}",
+            throughput::PASS_P99_MS,
+            passing.map_or("none".to_owned(), |r| format!("{r} msg/s"))
         ));
-        out["median"] = median;
+        out["highest_passing"] = json!(passing);
     }
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
@@ -188,32 +225,45 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn once(common: &Common, scenario: &Scenario) -> anyhow::Result<Value> {
+fn rates_swept(scenario: &Scenario) -> bool {
+    matches!(
+        scenario,
+        Scenario::Throughput { .. } | Scenario::Fanout { .. }
+    )
+}
+
+/// One run of `scenario`; `rate` is the sweep's current rate, `seconds`
+/// stands in for the scenario's duration (a warm-up).
+async fn once(
+    common: &Common,
+    scenario: &Scenario,
+    rate: Option<f64>,
+    seconds: Option<f64>,
+) -> anyhow::Result<Value> {
+    let rate = rate.unwrap_or_default();
     match scenario {
         Scenario::Throughput {
             rooms,
             users,
-            rate,
             duration,
+            ..
         } => {
             let shape = throughput::Shape {
                 rooms: *rooms,
                 users: *users,
-                rate: *rate,
-                duration: *duration,
+                rate,
+                duration: seconds.unwrap_or(*duration),
             };
             throughput::run(common, &shape).await
         }
         Scenario::Fanout {
-            members,
-            rate,
-            duration,
+            members, duration, ..
         } => {
             let shape = throughput::Shape {
                 rooms: 1,
                 users: *members,
-                rate: *rate,
-                duration: *duration,
+                rate,
+                duration: seconds.unwrap_or(*duration),
             };
             throughput::run(common, &shape).await
         }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Frame};
+use crate::client::{self, Protocol, Seen};
 use crate::cpu;
 use crate::report::{histogram, line, summary};
 use crate::Common;
@@ -36,6 +36,8 @@ struct Tally {
     fanout: Histogram<u64>,
     acked: Vec<String>,
     refused: HashMap<String, u64>,
+    /// When the last of the sender's own `message:persisted` came.
+    last_persisted: Option<Instant>,
 }
 
 impl Tally {
@@ -46,6 +48,7 @@ impl Tally {
             fanout: histogram(),
             acked: Vec::new(),
             refused: HashMap::new(),
+            last_persisted: None,
         }
     }
 }
@@ -105,8 +108,8 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
             let (http, base) = (&http, &bases[i % bases.len()]);
             let (progress, start_rx) = (progress.clone(), start_rx.clone());
             async move {
-                let token = client::guest(http, base, &name).await?;
-                let member = member(base, &token, &room, source(i), progress, start_rx).await?;
+                let ws = common.protocol.connect(http, base, &name, source(i)).await?;
+                let member = member(common.protocol, ws, &room, progress, start_rx).await?;
                 anyhow::Ok((i, member, room))
             }
         })
@@ -127,6 +130,7 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         rate: shape.rate,
     };
     let _ = start_tx.send(Some(schedule));
+    let protocol = common.protocol;
     let pacer = {
         let users: Vec<(mpsc::UnboundedSender<String>, String)> = users
             .iter()
@@ -136,9 +140,7 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
             for i in 0..total {
                 tokio::time::sleep_until(schedule.due(i).into()).await;
                 let (out, room) = &users[i % users.len()];
-                let frame = json!({"type": "message:send", "ref": i.to_string(),
-                    "data": {"room": room, "text": format!("lg {i}")}});
-                let _ = out.send(frame.to_string());
+                let _ = out.send(protocol.send(i, room));
             }
         })
     };
@@ -168,6 +170,7 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
             .context("merging histograms")?;
         all.fanout.add(&t.fanout).context("merging histograms")?;
         all.acked.extend(t.acked.iter().cloned());
+        all.last_persisted = all.last_persisted.max(t.last_persisted);
         for (code, n) in &t.refused {
             *all.refused.entry(code.clone()).or_default() += n;
         }
@@ -184,6 +187,11 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         "fanout_missing": fanout_expected.saturating_sub(all.fanout.len()),
         "persisted_missing": acked.saturating_sub(all.persisted.len()),
         "elapsed_s": elapsed,
+        // What was written per second, from the first due send to the last
+        // write: beyond capacity, the rate that counts.
+        "persisted_per_s": all.last_persisted.map_or(0.0, |at| {
+            all.persisted.len() as f64 / (at - schedule.start).as_secs_f64()
+        }),
         "cpu_percent": cpu,
     });
     if let Some(url) = &common.database_url {
@@ -221,17 +229,15 @@ struct Member {
     tally: Arc<Mutex<Tally>>,
 }
 
-/// Connects one user, joins its room, and records what it sees.
+/// Joins a connected user to its room, and records what it sees.
 async fn member(
-    base: &str,
-    token: &str,
+    protocol: Protocol,
+    mut ws: client::Socket,
     room: &str,
-    source: u8,
     progress: Arc<Progress>,
     mut start: tokio::sync::watch::Receiver<Option<Schedule>>,
 ) -> anyhow::Result<Member> {
-    let mut ws = client::open(base, token, source).await?;
-    client::join(&mut ws, room).await?;
+    protocol.join(&mut ws, room).await?;
     let (mut sink, mut stream) = ws.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
@@ -243,6 +249,7 @@ async fn member(
     });
     let tally = Arc::new(Mutex::new(Tally::new()));
     let mine = tally.clone();
+    let pong = out.clone();
     tokio::spawn(async move {
         let Ok(schedule) = start
             .wait_for(Option::is_some)
@@ -255,11 +262,13 @@ async fn member(
         while let Some(Ok(msg)) = stream.next().await {
             let Message::Text(t) = msg else { continue };
             let at = Instant::now();
-            let Ok(frame) = serde_json::from_str::<Frame<'_>>(&t) else {
+            let seen = protocol.read(&t);
+            if let Seen::Ping = seen {
+                let _ = pong.send("3".to_owned());
                 continue;
-            };
+            }
             let mut tally = mine.lock().expect("not poisoned");
-            record(&frame, &mut sends, &mut tally, &progress, schedule, at);
+            record(seen, &mut sends, &mut tally, &progress, schedule, at);
         }
     });
     Ok(Member { out, tally })
@@ -268,53 +277,69 @@ async fn member(
 /// Counts a frame: an ack, a refusal, or a `message:persisted` of the
 /// load (the sender's own, or fan-out).
 fn record(
-    frame: &Frame<'_>,
+    seen: Seen<'_>,
     sends: &mut HashMap<String, usize>,
     tally: &mut Tally,
     progress: &Progress,
     schedule: Schedule,
     at: Instant,
-) -> Option<()> {
-    let data = frame.data.as_ref()?;
-    match frame.kind.as_ref() {
-        "ack" => {
-            let send = frame.reference?.parse::<usize>().ok()?;
-            let temp_id = data.temp_id?;
+) {
+    match seen {
+        Seen::Ack { send, temp_id } => {
             sends.insert(temp_id.to_owned(), send);
             let _ = tally.ack.record(schedule.latency_us(send, at));
             tally.acked.push(temp_id.to_owned());
             progress.acked.fetch_add(1, Ordering::Relaxed);
             progress.answered.fetch_add(1, Ordering::Relaxed);
         }
-        "error" => {
-            let code = data.code.as_deref().unwrap_or("?").to_owned();
-            *tally.refused.entry(code).or_default() += 1;
+        Seen::Refused(code) => {
+            *tally.refused.entry(code.into_owned()).or_default() += 1;
             progress.answered.fetch_add(1, Ordering::Relaxed);
         }
-        "message:persisted" => {
-            let send = data.send_number()?;
+        Seen::Persisted { send, temp_id } => {
             let us = schedule.latency_us(send, at);
-            if data.temp_id.is_some_and(|t| sends.remove(t).is_some()) {
+            if temp_id.is_some_and(|t| sends.remove(t).is_some()) {
                 let _ = tally.persisted.record(us);
+                tally.last_persisted = Some(at);
                 progress.persisted.fetch_add(1, Ordering::Relaxed);
             } else {
                 let _ = tally.fanout.record(us);
                 progress.fanout.fetch_add(1, Ordering::Relaxed);
             }
         }
-        _ => {}
+        Seen::Ping | Seen::Other => {}
     }
-    Some(())
+}
+
+/// A run passes with every acked message persisted and delivered, none
+/// lost or refused, and the sender's `message:persisted` p99 under this.
+pub const PASS_P99_MS: f64 = 250.0;
+
+pub fn passes(r: &Value) -> bool {
+    let zero = |k: &str| r[k].as_u64() == Some(0);
+    r["persisted"]["p99_ms"].as_f64().is_some_and(|p| p < PASS_P99_MS)
+        && r["acked"].as_u64().is_some_and(|n| n > 0)
+        && ["lost", "duplicates", "refused", "persisted_missing", "fanout_missing"]
+            .into_iter()
+            .all(zero)
+}
+
+/// The highest rate whose result passes, of the sets a sweep ran.
+pub fn highest_passing(sets: &[Value]) -> Option<f64> {
+    sets.iter()
+        .filter(|s| passes(&s["result"]))
+        .filter_map(|s| s["rate"].as_f64())
+        .reduce(f64::max)
 }
 
 pub fn human(r: &Value) -> String {
     format!(
-        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} lost={} duplicates={} persisted_missing={} fanout_missing={}\n  cpu % of one core: {}\n{}\n{}\n{}",
+        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} {} lost={} duplicates={} persisted_missing={} fanout_missing={} persisted/s={:.0}\n  cpu % of one core: {}\n{}\n{}\n{}",
         r["rooms"], r["users_per_room"], r["rate_target"], r["duration_s"],
-        r["sent"], r["acked"], r["refused"],
+        r["sent"], r["acked"], r["refused"], r["refused_by_code"],
         r.get("lost").unwrap_or(&json!("unchecked")),
         r.get("duplicates").unwrap_or(&json!("unchecked")),
-        r["persisted_missing"], r["fanout_missing"], r["cpu_percent"],
+        r["persisted_missing"], r["fanout_missing"], r["persisted_per_s"].as_f64().unwrap_or(0.0), r["cpu_percent"],
         line("ack", &r["ack"]), line("persisted", &r["persisted"]), line("fanout", &r["fanout"])
     )
 }
