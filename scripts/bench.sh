@@ -64,7 +64,7 @@ if [ -n "$SYNC" ]; then
   sed "s/^\(\s*sync_interval:\).*/\1 $SYNC/" "$ROOT/nats.conf" > "$conf"
 fi
 nport=$(free_port)
-"$NATS" -c "$conf" -a 127.0.0.1 -p "$nport" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+"$NATS" -c "$conf" -a 127.0.0.1 -p "$nport" ${NATS_EXTRA:-} -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
 pids+=($!)
 wait_port 127.0.0.1 "$nport" nats-server
 

@@ -57,6 +57,8 @@ pub struct App {
     pub origins: crate::origins::Origins,
     /// Where uploaded files are kept.
     pub uploads: crate::uploads::Uploads,
+    /// Sends let in under overload.
+    pub admission: crate::admission::Admission,
     stream_ready: AtomicBool,
     db: shared::db::Watch,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
@@ -76,6 +78,7 @@ impl App {
         guest_signin: bool,
         api_keys: crate::auth::ApiKeys,
         uploads: crate::uploads::Uploads,
+        ack_target: std::time::Duration,
     ) -> Self {
         let hub = Hub::new(client.clone(), subjects.clone());
         let db = shared::db::Watch::start(pool.clone());
@@ -96,6 +99,7 @@ impl App {
             id: uuid::Uuid::new_v4(),
             origins: crate::origins::Origins::default(),
             uploads,
+            admission: crate::admission::Admission::new(ack_target),
             stream_ready: AtomicBool::new(false),
             db,
             stream: tokio::sync::OnceCell::new(),
@@ -125,8 +129,11 @@ impl App {
             })
     }
 
+    /// Whether both connections to NATS are up: events' and jobs'.
     pub fn nats_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        use async_nats::connection::State::Connected;
+        self.client.connection_state() == Connected
+            && self.js.client().connection_state() == Connected
     }
 
     /// Why the gateway cannot serve right now, if it cannot. Answers at

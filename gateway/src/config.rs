@@ -54,6 +54,11 @@ pub struct Config {
     /// Frames a connection may send at once before the rate applies.
     #[arg(long, env = "GATEWAY_RATE_BURST", default_value_t = 200.0)]
     pub gateway_rate_burst: f64,
+    /// Under overload, the publish latency (send to PubAck) the gateway
+    /// holds its sends to: beyond it, sends are refused with `unavailable`
+    /// rather than queued (docs/operations.md, "Overload").
+    #[arg(long, env = "GATEWAY_ACK_TARGET_MS", default_value_t = 250)]
+    pub gateway_ack_target_ms: u64,
     /// Open WebSocket connections this gateway holds at most.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub gateway_max_connections: usize,

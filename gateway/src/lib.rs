@@ -6,6 +6,7 @@
 //! gateways) arrive on per-room NATS subjects and are fanned out to the
 //! local connections of each room by the [`hub`].
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod body;
@@ -63,7 +64,10 @@ pub async fn run(
     let metrics = shared::metrics::install()?;
     telemetry::describe();
     let client = shared::nats::connect(&config.nats, "gateway").await?;
-    let js = shared::nats::jetstream(client.clone());
+    // Jobs go out on a connection of their own: on the one that brings the
+    // room events in, PubAcks waited behind them, and under a fan-out heavy
+    // load sends were acked seconds late with both cores half idle.
+    let js = shared::nats::jetstream(shared::nats::connect(&config.nats, "gateway-jobs").await?);
     let pool = db::pool(&config.db, Access::ReadOnly, "gateway")?;
     let limits = Limits {
         rate_per_s: config.gateway_rate_per_s,
@@ -85,6 +89,7 @@ pub async fn run(
             config.chat_upload_store.as_deref(),
             config.chat_upload_max_bytes,
         )?,
+        Duration::from_millis(config.gateway_ack_target_ms),
     ));
 
     app.hub.follow_users().await?;
@@ -142,7 +147,9 @@ pub async fn run(
             "connections still open at the drain deadline"
         );
     }
-    if tokio::time::timeout(Duration::from_secs(2), client.drain())
+    let jobs = app.js.client();
+    let drained = futures::future::join(client.drain(), jobs.drain());
+    if tokio::time::timeout(Duration::from_secs(2), drained)
         .await
         .is_err()
     {

@@ -95,6 +95,7 @@ pub async fn start_with(
     if !app.nats_connected() {
         return Err(failed("disconnected"));
     }
+    let ticket = app.admission.admit()?;
     let payload = serde_json::to_vec(job).map_err(|err| {
         tracing::error!(error = %err, "serializing a job");
         ApiError::unavailable()
@@ -136,10 +137,12 @@ pub async fn start_with(
     };
     let deadline = started + JETSTREAM_TIMEOUT;
     Ok(async move {
-        match tokio::time::timeout_at(deadline.into(), pub_ack).await {
+        let answer = tokio::time::timeout_at(deadline.into(), pub_ack).await;
+        let took = started.elapsed();
+        ticket.answered(took);
+        match answer {
             Ok(Ok(_ack)) => {
-                metrics::histogram!("gateway_publish_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("gateway_publish_seconds").record(took.as_secs_f64());
                 Ok(true)
             }
             Ok(Err(err)) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(false),

@@ -158,12 +158,18 @@ pub enum Protocol {
 /// What the load generator makes of a frame from either server.
 pub enum Seen<'a> {
     /// Send number `send` was accepted as `temp_id`.
-    Ack { send: usize, temp_id: &'a str },
+    Ack {
+        send: usize,
+        temp_id: &'a str,
+    },
     /// A send was refused with this code.
     Refused(Cow<'a, str>),
     /// A `message:persisted` of the load generator's send `send`; the
     /// sender's own carries the `temp_id` it was acked with.
-    Persisted { send: usize, temp_id: Option<&'a str> },
+    Persisted {
+        send: usize,
+        temp_id: Option<&'a str>,
+    },
     /// The server's heartbeat, to be answered (Socket.IO only).
     Ping,
     Other,
@@ -300,5 +306,49 @@ async fn sio_expect(ws: &mut Socket, prefix: &str) -> anyhow::Result<String> {
                 return Ok(t.as_str().to_owned());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socketio_frames_read_as_acks_refusals_events_and_pings() {
+        let p = Protocol::Socketio;
+        assert_eq!(
+            p.send(7, "r"),
+            r#"427["message:send",{"room":"r","text":"lg 7"}]"#
+        );
+        match p.read(r#"4312[{"temp_id":"t-1"}]"#) {
+            Seen::Ack { send, temp_id } => assert_eq!((send, temp_id), (12, "t-1")),
+            _ => panic!("an ack"),
+        }
+        match p.read(r#"433[{"error":{"code":"not_a_member"}}]"#) {
+            Seen::Refused(code) => assert_eq!(code, "not_a_member"),
+            _ => panic!("a refusal"),
+        }
+        let event = r#"42["message:persisted",{"temp_id":"t-1","message":{"text":"lg 12"}}]"#;
+        match p.read(event) {
+            Seen::Persisted { send, temp_id } => assert_eq!((send, temp_id), (12, Some("t-1"))),
+            _ => panic!("an event"),
+        }
+        assert!(matches!(p.read("2"), Seen::Ping));
+        assert!(matches!(p.read(r#"42["other",{}]"#), Seen::Other));
+    }
+
+    #[test]
+    fn product_frames_read_the_same_way() {
+        let p = Protocol::Chat;
+        let ack = r#"{"type":"ack","ref":"3","data":{"temp_id":"t"}}"#;
+        assert!(matches!(
+            p.read(ack),
+            Seen::Ack {
+                send: 3,
+                temp_id: "t"
+            }
+        ));
+        let err = r#"{"type":"error","ref":"4","data":{"code":"unavailable","message":"x"}}"#;
+        assert!(matches!(p.read(err), Seen::Refused(c) if c == "unavailable"));
     }
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{SinkExt, StreamExt, TryStreamExt};
-use tokio_tungstenite::tungstenite::Message;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Seen;
 use crate::cpu;

@@ -108,7 +108,10 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
             let (http, base) = (&http, &bases[i % bases.len()]);
             let (progress, start_rx) = (progress.clone(), start_rx.clone());
             async move {
-                let ws = common.protocol.connect(http, base, &name, source(i)).await?;
+                let ws = common
+                    .protocol
+                    .connect(http, base, &name, source(i))
+                    .await?;
                 let member = member(common.protocol, ws, &room, progress, start_rx).await?;
                 anyhow::Ok((i, member, room))
             }
@@ -317,11 +320,19 @@ pub const PASS_P99_MS: f64 = 250.0;
 
 pub fn passes(r: &Value) -> bool {
     let zero = |k: &str| r[k].as_u64() == Some(0);
-    r["persisted"]["p99_ms"].as_f64().is_some_and(|p| p < PASS_P99_MS)
+    r["persisted"]["p99_ms"]
+        .as_f64()
+        .is_some_and(|p| p < PASS_P99_MS)
         && r["acked"].as_u64().is_some_and(|n| n > 0)
-        && ["lost", "duplicates", "refused", "persisted_missing", "fanout_missing"]
-            .into_iter()
-            .all(zero)
+        && [
+            "lost",
+            "duplicates",
+            "refused",
+            "persisted_missing",
+            "fanout_missing",
+        ]
+        .into_iter()
+        .all(zero)
 }
 
 /// The highest rate whose result passes, of the sets a sweep ran.

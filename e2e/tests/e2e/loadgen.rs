@@ -25,6 +25,8 @@ async fn a_small_throughput_run_accounts_for_every_message() {
             "40",
             "--duration",
             "1",
+            "--warmup",
+            "0",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -35,8 +37,9 @@ async fn a_small_throughput_run_accounts_for_every_message() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("the JSON report"))
             .expect("JSON");
-    let run = &report["runs"][0];
+    let run = &report["sets"][0]["runs"][0];
     assert_eq!(report["scenario"], "throughput");
+    assert_eq!(report["highest_passing"], 40.0, "{report}");
     assert_eq!(run["sent"], 40);
     assert_eq!(run["acked"], 40, "{run}");
     assert_eq!(run["lost"], 0);

@@ -17,6 +17,7 @@ mod openapi;
 mod operations;
 mod ordering;
 mod outages;
+mod overload;
 mod presence;
 mod races;
 mod reactions;
