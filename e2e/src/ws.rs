@@ -229,8 +229,18 @@ impl WsClient {
 
     /// Asserts no frame of this type arrives within `limit`.
     pub async fn expect_no(&mut self, kind: &str, limit: Duration) {
-        if let Ok(v) = self.try_find(limit, &|v: &Value| v["type"] == kind).await {
-            panic!("{} got an unexpected {kind}: {v}", self.user.name);
+        self.expect_none(kind, limit, |v| v["type"] == kind).await;
+    }
+
+    /// Asserts no frame matching `pred` arrives within `limit`.
+    pub async fn expect_none(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) {
+        if let Ok(v) = self.try_find(limit, &pred).await {
+            panic!("{} got an unexpected {what}: {v}", self.user.name);
         }
     }
 

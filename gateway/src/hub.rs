@@ -38,9 +38,16 @@ struct Room {
     last_seq: AtomicI64,
     /// Aborts the room's subscription task when the room is dropped.
     subscription: Option<AbortOnDrop>,
+    /// Seen to have more than [`shared::membership::BIG_ROOM`] members:
+    /// presence is not pushed through it.
+    big: std::sync::atomic::AtomicBool,
 }
 
 impl Room {
+    fn is_big(&self) -> bool {
+        self.big.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the room's connections are to get `event`: not if it is a
     /// message told again that was delivered here already. (One
     /// subscription task per room delivers its events, one by one.)
@@ -244,6 +251,7 @@ impl Hub {
         for conn in rooms
             .iter()
             .filter_map(|r| inner.rooms.get(r))
+            .filter(|entry| !entry.is_big())
             .flat_map(|entry| entry.conns.values())
         {
             if let Some(local) = inner.users.get(&conn.user) {
@@ -265,7 +273,8 @@ impl Hub {
     }
 
     /// Queues an ephemeral `frame` (presence) once to every local
-    /// connection in any of `rooms`, except the connections of `skip`.
+    /// connection in any of `rooms` but the big ones, except the
+    /// connections of `skip`.
     /// Returns how many it was offered to.
     pub fn deliver_to_rooms<'a>(
         &self,
@@ -276,7 +285,7 @@ impl Hub {
         let inner = self.read();
         let mut sent = HashSet::new();
         for room in rooms {
-            if let Some(entry) = inner.rooms.get(room) {
+            if let Some(entry) = inner.rooms.get(room).filter(|e| !e.is_big()) {
                 for conn in entry.conns.values() {
                     if conn.user != skip && sent.insert(conn.id) {
                         conn.offer_ephemeral(frame);
@@ -453,6 +462,10 @@ impl Hub {
         if let Some(user) = event.user {
             self.apply_membership(user, room, &event.kind);
         }
+        if event.quiet {
+            self.mark_big(room);
+            return;
+        }
         let Some(frame) = websocket::frame(event.frame.clone()) else {
             return;
         };
@@ -477,6 +490,18 @@ impl Hub {
             }
         }
         metrics::counter!("gateway_events_delivered_total").increment(n);
+    }
+
+    /// Whether `room` was seen to be big here.
+    pub fn is_big(&self, room: &str) -> bool {
+        self.read().rooms.get(room).is_some_and(Room::is_big)
+    }
+
+    /// Notes that `room` is big: no presence is pushed through it here.
+    pub fn mark_big(&self, room: &str) {
+        if let Some(entry) = self.read().rooms.get(room) {
+            entry.big.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Connections open on this gateway.

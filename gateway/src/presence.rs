@@ -134,7 +134,8 @@ impl Presence {
     fn online_in(&self, user: Uuid, rooms: &[String]) -> HashMap<Uuid, User> {
         let mut mates = self.hub.users_in(rooms);
         mates.remove(&user);
-        let rooms: HashSet<&String> = rooms.iter().collect();
+        // Big rooms push no presence (`shared::membership::BIG_ROOM`).
+        let rooms: HashSet<&String> = rooms.iter().filter(|r| !self.hub.is_big(r)).collect();
         for e in self.remotes().entries() {
             if e.user.id != user && e.rooms.iter().any(|r| rooms.contains(r)) {
                 mates.insert(e.user.id, e.user.clone());

@@ -19,6 +19,7 @@ use crate::publish::{self, publish_expecting, publish_job, Expect};
 use crate::requests::Empty;
 use crate::store;
 use crate::store::db_unavailable;
+use shared::membership::BIG_ROOM;
 
 pub(crate) fn forbidden(what: &str) -> ApiError {
     ApiError::new(ErrorCode::Forbidden, what)
@@ -59,7 +60,13 @@ pub(crate) fn msg_id() -> String {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JoinAck {
     pub room: String,
+    /// Every member: the owner and admins first, then in the order they
+    /// joined; in a big room (over 100 members) the first 100 of them.
     pub members: Vec<User>,
+    /// Present and true when `members` is cut at 100: the room is big,
+    /// and its joins, leaves and presence are not pushed (docs/protocol.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub members_truncated: bool,
 }
 
 /// `room:join`: a new id becomes a public group room owned by the joiner;
@@ -73,16 +80,21 @@ pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiErro
         publish_join(app, user, room).await?;
     }
     app.hub.add_member(user.id, room).await;
-    let mut members = store::members(&app.pool, room)
+    let mut members = store::members(&app.pool, room, BIG_ROOM + 1)
         .await
         .map_err(db_unavailable)?;
-    // The join may still be a job in the stream.
-    if !members.iter().any(|m| m.id == user.id) {
+    let members_truncated = members.len() > BIG_ROOM;
+    if members_truncated {
+        members.truncate(BIG_ROOM);
+        app.hub.mark_big(room);
+    } else if !members.iter().any(|m| m.id == user.id) {
+        // The join may still be a job in the stream.
         members.push(user.clone());
     }
     Ok(JoinAck {
         room: room.to_owned(),
         members,
+        members_truncated,
     })
 }
 

@@ -239,7 +239,7 @@ fn room_presence(
         .and(warp::get())
         .and(with_key(app))
         .and_then(|room: String, app: Arc<App>| async move {
-            let members = store::members(&app.pool, &room)
+            let members = store::members(&app.pool, &room, usize::MAX)
                 .await
                 .map_err(|e| refuse(db_unavailable(e)))?;
             let online: Vec<User> = match app.presence.get() {

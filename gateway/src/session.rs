@@ -420,8 +420,9 @@ impl Handler<'_> {
                 let r: RoomRef = data(env)?;
                 let ack = crate::rooms::join(app, user, &r.room).await?;
                 // The joiner learns which members are online right now, and
-                // they learn the joiner is.
-                if let Some(presence) = app.presence.get() {
+                // they learn the joiner is; not in a big room, where that
+                // is a frame per member for every join.
+                if let (Some(presence), false) = (app.presence.get(), ack.members_truncated) {
                     presence.greet_members(user.id, self.conn.id, &r.room, &ack.members);
                     Box::pin(presence.joined(user, &r.room)).await;
                 }

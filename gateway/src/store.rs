@@ -74,19 +74,24 @@ pub async fn origin(
     )
 }
 
-/// The stored members of a room.
+/// The stored members of a room, at most `limit`: the owner and admins
+/// first, then in the order they joined.
 ///
 /// # Errors
 /// Any database error.
-pub async fn members(pool: &PgPool, room: &str) -> Result<Vec<User>, sqlx::Error> {
+pub async fn members(pool: &PgPool, room: &str, limit: usize) -> Result<Vec<User>, sqlx::Error> {
     // The name each was last seen with; a member added by id who never
     // connected has none.
     let rows: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT m.user_id, COALESCE(u.name, m.user_name), u.avatar_url
            FROM room_members m LEFT JOIN users u ON u.id = m.user_id
-          WHERE m.room_id = $1 ORDER BY m.joined_at, m.user_id",
+          WHERE m.room_id = $1
+          ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END,
+                   m.joined_at, m.user_id
+          LIMIT $2",
     )
     .bind(room)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
     Ok(rows

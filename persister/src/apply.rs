@@ -40,6 +40,9 @@ pub enum Outcome {
         /// again (they may have missed it), never to gateways (a second
         /// "joined" would show).
         retold: bool,
+        /// The room is big ([`shared::membership::BIG_ROOM`]): told to the
+        /// member, not to the room.
+        big: bool,
     },
     /// A member left, or (`by_self` false) was taken out.
     Left {
@@ -49,6 +52,7 @@ pub enum Outcome {
         at: DateTime<Utc>,
         /// As for [`Outcome::Joined`].
         retold: bool,
+        big: bool,
     },
     RoleChanged {
         room: String,
@@ -159,13 +163,18 @@ async fn apply_one(
             crate::moderation::ban(tx, m).await?;
             let retold =
                 !now && again && !store::member_since(tx, &m.room, m.user.id, None).await?;
-            (now || retold).then(|| Outcome::Left {
-                room: m.room.clone(),
-                user: m.user.clone(),
-                by_self: m.by.is_none(),
-                at: m.at,
-                retold,
-            })
+            if now || retold {
+                Some(Outcome::Left {
+                    room: m.room.clone(),
+                    user: m.user.clone(),
+                    by_self: m.by.is_none(),
+                    at: m.at,
+                    retold,
+                    big: store::is_big(tx, &m.room).await?,
+                })
+            } else {
+                None
+            }
         }
         Job::CreateRoom(r) => {
             store::create_room(tx, r).await?;
@@ -249,12 +258,16 @@ async fn joined(
     again: bool,
 ) -> Result<Option<Outcome>, sqlx::Error> {
     let retold = !now && again && store::member_since(tx, room, user.id, Some(at)).await?;
-    Ok((now || retold).then(|| Outcome::Joined {
+    if !(now || retold) {
+        return Ok(None);
+    }
+    Ok(Some(Outcome::Joined {
         room: room.to_owned(),
         user: user.clone(),
         by_self,
         at,
         retold,
+        big: store::is_big(tx, room).await?,
     }))
 }
 

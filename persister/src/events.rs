@@ -37,24 +37,26 @@ pub fn events_of(outcome: &Outcome) -> Option<(RoomEvent, Option<(Uuid, RoomEven
             room,
             user,
             by_self,
+            big,
             ..
         } => {
             // The user's gateways add the room to the user's connections;
             // a joiner's connections learnt it from the ack.
             let ev =
                 RoomEvent::new(event::ROOM_JOINED, room, RoomMember { room, user }).about(user.id);
-            about_member(ev, user.id, *by_self)
+            about_member(ev, user.id, *by_self, *big)
         }
         Outcome::Left {
             room,
             user,
             by_self,
+            big,
             ..
         } => {
             // One who left learnt it from the ack; one taken out hears it.
             let ev =
                 RoomEvent::new(event::ROOM_LEFT, room, RoomMember { room, user }).about(user.id);
-            about_member(ev, user.id, *by_self)
+            about_member(ev, user.id, *by_self, *big)
         }
         Outcome::RoleChanged { room, user, role } => {
             // The member it is about hears of it on their own subject, as
@@ -112,18 +114,22 @@ pub fn events_of(outcome: &Outcome) -> Option<(RoomEvent, Option<(Uuid, RoomEven
 
 /// A membership event for the room (skipping the member it is about) and
 /// for the member's own subject: they hear it there unless they did it
-/// themselves, and so know it from their ack.
+/// themselves, and so know it from their ack. In a big room the room's copy
+/// is quiet: gateways apply it in order with the room's messages, and no
+/// member is told.
 fn about_member(
     ev: RoomEvent,
     user: Uuid,
     by_self: bool,
+    big: bool,
 ) -> (RoomEvent, Option<(Uuid, RoomEvent)>) {
     let own = if by_self {
         ev.clone().skipping(user)
     } else {
         ev.clone()
     };
-    (ev.skipping(user), Some((user, own)))
+    let room = if big { ev.quiet() } else { ev };
+    (room.skipping(user), Some((user, own)))
 }
 
 /// Publishes the events of a committed batch, in order, and flushes them.

@@ -374,3 +374,20 @@ pub async fn mark_read(tx: &mut PgConnection, r: &ReadMark) -> Result<(), sqlx::
     .await?;
     Ok(())
 }
+
+/// Whether `room` has more than [`shared::membership::BIG_ROOM`] members;
+/// counts no further than that.
+///
+/// # Errors
+/// Any database error.
+pub async fn is_big(tx: &mut sqlx::PgConnection, room: &str) -> Result<bool, sqlx::Error> {
+    let limit = i64::try_from(shared::membership::BIG_ROOM).unwrap_or(i64::MAX) + 1;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM room_members WHERE room_id = $1 LIMIT $2) m",
+    )
+    .bind(room)
+    .bind(limit)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(n >= limit)
+}

@@ -24,6 +24,10 @@ pub const SEQ_HEADER: &str = "Chat-Seq";
 /// died before publishing it): a gateway that delivered that room's `seq`
 /// already drops it.
 pub const REPEAT_HEADER: &str = "Chat-Repeat";
+/// Set on a membership event of a big room
+/// ([`crate::membership::BIG_ROOM`]): gateways apply it and tell no
+/// connection.
+pub const QUIET_HEADER: &str = "Chat-Quiet";
 
 /// One event for the members of a room.
 #[derive(Clone, Debug)]
@@ -35,6 +39,8 @@ pub struct RoomEvent {
     pub temp_id: Option<Uuid>,
     pub seq: Option<i64>,
     pub repeat: bool,
+    /// Applied by gateways, delivered to nobody (see [`QUIET_HEADER`]).
+    pub quiet: bool,
     /// The complete server → client frame.
     pub frame: Bytes,
 }
@@ -50,6 +56,7 @@ impl RoomEvent {
             temp_id: None,
             seq: None,
             repeat: false,
+            quiet: false,
             frame: crate::protocol::ServerFrame::new(kind, data)
                 .to_json()
                 .into(),
@@ -60,6 +67,13 @@ impl RoomEvent {
     #[must_use]
     pub fn skipping(mut self, user: Uuid) -> Self {
         self.skip_user = Some(user);
+        self
+    }
+
+    /// For gateways only, not for connections (see [`QUIET_HEADER`]).
+    #[must_use]
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
         self
     }
 
@@ -91,6 +105,9 @@ impl RoomEvent {
         if self.repeat {
             h.insert(REPEAT_HEADER, "1");
         }
+        if self.quiet {
+            h.insert(QUIET_HEADER, "1");
+        }
         h
     }
 
@@ -109,6 +126,7 @@ impl RoomEvent {
                 .get(SEQ_HEADER)
                 .and_then(|v| v.as_str().parse().ok()),
             repeat: headers.get(REPEAT_HEADER).is_some(),
+            quiet: headers.get(QUIET_HEADER).is_some(),
             frame: msg.payload.clone(),
         })
     }

@@ -11,6 +11,12 @@
 //! the job that created the room (the first membership job of the room in
 //! the stream; only one can be, see the gateway's `publish`), or its row.
 
+/// Members beyond which a room is "big": joins and leaves are not told to
+/// the room (only to the member), presence is not pushed through it, and a
+/// join's ack lists only this many members. Each join would otherwise cost
+/// a frame per member, and a room filling up O(members²).
+pub const BIG_ROOM: usize = 100;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 

@@ -277,6 +277,7 @@ mod tests {
             by_self: true,
             at,
             retold,
+            big: false,
         };
         let a = event_of(&joined(false, at)).unwrap();
         let b = event_of(&joined(true, at)).unwrap();
