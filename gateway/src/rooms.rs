@@ -65,8 +65,8 @@ pub struct JoinAck {
     pub members: Vec<User>,
     /// Present and true when `members` is cut at 100: the room is big,
     /// and its joins, leaves and presence are not pushed (docs/protocol.md).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub members_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_truncated: Option<bool>,
 }
 
 /// `room:join`: a new id becomes a public group room owned by the joiner;
@@ -83,8 +83,8 @@ pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiErro
     let mut members = store::members(&app.pool, room, BIG_ROOM + 1)
         .await
         .map_err(db_unavailable)?;
-    let members_truncated = members.len() > BIG_ROOM;
-    if members_truncated {
+    let big = members.len() > BIG_ROOM;
+    if big {
         members.truncate(BIG_ROOM);
         app.hub.mark_big(room);
     } else if !members.iter().any(|m| m.id == user.id) {
@@ -94,7 +94,7 @@ pub async fn join(app: &App, user: &User, room: &str) -> Result<JoinAck, ApiErro
     Ok(JoinAck {
         room: room.to_owned(),
         members,
-        members_truncated,
+        members_truncated: big.then_some(true),
     })
 }
 
