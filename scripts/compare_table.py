@@ -33,7 +33,7 @@ def throughput_rows(name, doc):
 
 
 def passes(r):
-    zero = all(r.get(k) == 0 for k in ("lost", "duplicates", "refused", "persisted_missing", "fanout_missing"))
+    zero = all(r.get(k) == 0 for k in ("lost", "duplicates", "refused", "persisted_missing", "fanout_missing", "cut_off"))
     return zero and r["acked"] > 0 and r["persisted"]["p99_ms"] < 250
 
 

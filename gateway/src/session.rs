@@ -422,7 +422,9 @@ impl Handler<'_> {
                 // The joiner learns which members are online right now, and
                 // they learn the joiner is; not in a big room, where that
                 // is a frame per member for every join.
-                if let (Some(presence), false) = (app.presence.get(), ack.members_truncated.is_some()) {
+                if let (Some(presence), false) =
+                    (app.presence.get(), ack.members_truncated.is_some())
+                {
                     presence.greet_members(user.id, self.conn.id, &r.room, &ack.members);
                     Box::pin(presence.joined(user, &r.room)).await;
                 }

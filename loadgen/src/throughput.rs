@@ -60,6 +60,8 @@ struct Progress {
     acked: AtomicU64,
     persisted: AtomicU64,
     fanout: AtomicU64,
+    /// Connections the server closed during the run (cut off).
+    closed: AtomicU64,
 }
 
 /// When send `i` is due: the pacing is fixed in advance.
@@ -95,6 +97,7 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         shape.rooms * shape.users,
         shape.rooms
     );
+    let connecting = Instant::now();
     // Sending starts once everyone is connected; readers learn when.
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Schedule>);
     let places: Vec<(usize, String, String)> = (0..shape.rooms * shape.users)
@@ -120,6 +123,7 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         .try_collect()
         .await?;
     users.sort_by_key(|(i, _, _)| *i);
+    let connect_s = connecting.elapsed().as_secs_f64();
     let members = shape.users.saturating_sub(1) as u64;
 
     // The pacer: send i is due at start + i / rate, sent by user i mod N.
@@ -189,7 +193,11 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         "fanout_expected": fanout_expected,
         "fanout_missing": fanout_expected.saturating_sub(all.fanout.len()),
         "persisted_missing": acked.saturating_sub(all.persisted.len()),
+        "cut_off": progress.closed.load(Ordering::Relaxed),
         "elapsed_s": elapsed,
+        // Signing in, connecting and joining every user: how fast the
+        // rooms filled.
+        "connect_s": connect_s,
         // What was written per second, from the first due send to the last
         // write: beyond capacity, the rate that counts.
         "persisted_per_s": all.last_persisted.map_or(0.0, |at| {
@@ -273,6 +281,7 @@ async fn member(
             let mut tally = mine.lock().expect("not poisoned");
             record(seen, &mut sends, &mut tally, &progress, schedule, at);
         }
+        progress.closed.fetch_add(1, Ordering::Relaxed);
     });
     Ok(Member { out, tally })
 }
@@ -330,6 +339,7 @@ pub fn passes(r: &Value) -> bool {
             "refused",
             "persisted_missing",
             "fanout_missing",
+            "cut_off",
         ]
         .into_iter()
         .all(zero)
@@ -345,12 +355,12 @@ pub fn highest_passing(sets: &[Value]) -> Option<f64> {
 
 pub fn human(r: &Value) -> String {
     format!(
-        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} {} lost={} duplicates={} persisted_missing={} fanout_missing={} persisted/s={:.0}\n  cpu % of one core: {}\n{}\n{}\n{}",
+        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} {} lost={} duplicates={} persisted_missing={} fanout_missing={} cut_off={} persisted/s={:.0} connected in {:.1} s\n  cpu % of one core: {}\n{}\n{}\n{}",
         r["rooms"], r["users_per_room"], r["rate_target"], r["duration_s"],
         r["sent"], r["acked"], r["refused"], r["refused_by_code"],
         r.get("lost").unwrap_or(&json!("unchecked")),
         r.get("duplicates").unwrap_or(&json!("unchecked")),
-        r["persisted_missing"], r["fanout_missing"], r["persisted_per_s"].as_f64().unwrap_or(0.0), r["cpu_percent"],
+        r["persisted_missing"], r["fanout_missing"], r["cut_off"], r["persisted_per_s"].as_f64().unwrap_or(0.0), r["connect_s"].as_f64().unwrap_or(0.0), r["cpu_percent"],
         line("ack", &r["ack"]), line("persisted", &r["persisted"]), line("fanout", &r["fanout"])
     )
 }
