@@ -17,6 +17,9 @@
 # receiver on loopback that takes everything; `--webhook down` to a port
 # where nothing listens (every delivery fails and is retried).
 #
+# NATS_EXTRA adds flags to the NATS server (e.g. "--profile 6061 -m 8222"
+# to read its goroutines and /jsz while a scenario runs).
+#
 # `--peer` runs the same scenario against the peer the product is compared
 # with instead (bench/peer: Socket.IO with the Redis adapter, a BullMQ queue
 # and a pg worker), on its own Redis server and a fresh database.

@@ -48,6 +48,10 @@ pub fn describe() {
         "Removals and bans acked before every gateway answered their revocation"
     );
     describe_counter!("gateway_uploads_total", "Files stored by POST /v1/uploads");
+    describe_counter!(
+        "gateway_sends_refused_overload_total",
+        "Sends refused (unavailable, overloaded) while publishes took longer than the ack target"
+    );
     metrics::gauge!("gateway_connections").set(0.0);
     for reason in ["disconnected", "timeout", "error"] {
         metrics::counter!("gateway_publish_failures_total", "reason" => reason).absolute(0);
@@ -63,6 +67,7 @@ pub fn describe() {
         "gateway_matches_total",
         "gateway_revocations_unanswered_total",
         "gateway_uploads_total",
+        "gateway_sends_refused_overload_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

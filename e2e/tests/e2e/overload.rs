@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 async fn beyond_its_ack_target_a_gateway_refuses_at_once_and_stores_exactly_what_it_acked() {
     // A target no publish meets: the gateway is "overloaded" from the first
     // few answers on, and lets only its floor of publishes in at a time.
-    let env = [&[("GATEWAY_ACK_TARGET_MS", "1")], e2e::procs::UNTHROTTLED].concat();
+    // After UNTHROTTLED, whose own target this overrides.
+    let env = [e2e::procs::UNTHROTTLED, &[("GATEWAY_ACK_TARGET_MS", "1")]].concat();
     let stack = Stack::build(&e2e::nats_url(), 1, 1, &env).await;
     let mut ann = stack.connect("Ann").await;
     let mut bob = stack.connect("Bob").await;
