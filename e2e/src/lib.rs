@@ -152,6 +152,23 @@ fn messages(page: &Value) -> &Vec<Value> {
     page["messages"].as_array().expect("a page has messages")
 }
 
+/// Waits until every message acked with these `temp_id`s is stored, and
+/// asserts each is stored once.
+pub async fn all_stored_once(pool: &sqlx::PgPool, acked: &[String]) {
+    let want = acked.len() as i64;
+    let n: i64 = eventually("the acked messages to be persisted", || async move {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE temp_id::text = ANY($1)")
+                .bind(acked)
+                .fetch_one(pool)
+                .await
+                .ok()?;
+        (n >= want).then_some(n)
+    })
+    .await;
+    assert_eq!(n, want, "each acked message stored once");
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after
 /// [`WAIT`].
 pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T

@@ -101,24 +101,7 @@ async fn sigterm_stops_the_gateway_under_load_cleanly_and_tells_clients_to_recon
         "close code: service restart"
     );
     assert!(!acked.is_empty());
-    // Every acked message is persisted, once.
-    let pool = stack.db.pool().await;
-    let want = acked.len() as i64;
-    let n: i64 = e2e::eventually("the acked messages to be persisted", || {
-        let pool = pool.clone();
-        let acked = acked.clone();
-        async move {
-            let n: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM messages WHERE temp_id::text = ANY($1)")
-                    .bind(&acked)
-                    .fetch_one(&pool)
-                    .await
-                    .ok()?;
-            (n >= want).then_some(n)
-        }
-    })
-    .await;
-    assert_eq!(n, want);
+    e2e::all_stored_once(&stack.db.pool().await, &acked).await;
 }
 
 #[tokio::test]

@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 async fn beyond_its_ack_target_a_gateway_refuses_at_once_and_stores_exactly_what_it_acked() {
     // A target no publish meets: the gateway is "overloaded" from the first
     // few answers on, and lets only its floor of publishes in at a time.
-    // After UNTHROTTLED, whose own target this overrides.
     let env = [e2e::procs::UNTHROTTLED, &[("GATEWAY_ACK_TARGET_MS", "1")]].concat();
     let stack = Stack::build(&e2e::nats_url(), 1, 1, &env).await;
     let mut ann = stack.connect("Ann").await;
@@ -58,20 +57,7 @@ async fn beyond_its_ack_target_a_gateway_refuses_at_once_and_stores_exactly_what
 
     // Exactly the acked messages are stored, once each.
     let pool = stack.db.pool().await;
-    let want = acked.len() as i64;
-    e2e::eventually("the acked messages to be persisted", || {
-        let (pool, acked) = (pool.clone(), acked.clone());
-        async move {
-            let n: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM messages WHERE temp_id::text = ANY($1)")
-                    .bind(&acked)
-                    .fetch_one(&pool)
-                    .await
-                    .ok()?;
-            (n == want).then_some(())
-        }
-    })
-    .await;
+    e2e::all_stored_once(&pool, &acked).await;
     let stored: Vec<String> =
         sqlx::query_scalar("SELECT text FROM messages WHERE room_id = 'busy'")
             .fetch_all(&pool)
