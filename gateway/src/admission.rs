@@ -14,7 +14,7 @@
 //! to the sends that were let in, not to a queue.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::protocol::{ApiError, ErrorCode};
@@ -38,13 +38,11 @@ struct State {
     average_us: AtomicU64,
     /// Publishes in flight at most while over the target.
     overloaded_limit: AtomicUsize,
-    window: Mutex<Window>,
-}
-
-/// Answers counted since `start`, for the answer rate.
-struct Window {
-    start: Instant,
-    answers: u64,
+    /// Answers counted since the window began, for the answer rate.
+    answers: AtomicU64,
+    /// When the window began, in microseconds since `epoch`.
+    window_start_us: AtomicU64,
+    epoch: Instant,
 }
 
 /// A publish let in; dropping it (answered or not) lets the next one in.
@@ -57,10 +55,9 @@ impl Admission {
             in_flight: AtomicUsize::new(0),
             average_us: AtomicU64::new(0),
             overloaded_limit: AtomicUsize::new(FLOOR),
-            window: Mutex::new(Window {
-                start: Instant::now(),
-                answers: 0,
-            }),
+            answers: AtomicU64::new(0),
+            window_start_us: AtomicU64::new(0),
+            epoch: Instant::now(),
         }))
     }
 
@@ -119,22 +116,27 @@ impl State {
     }
 
     /// Counts an answer; once a window is over, sets the limit under
-    /// overload from the rate it saw.
+    /// overload from the rate it saw. Every send's answer comes here, so
+    /// it takes no lock: of the answers that find the window over, the one
+    /// that moves its start takes the count.
     fn count_answer(&self) {
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        window.answers += 1;
-        let elapsed = window.start.elapsed();
-        if elapsed < RATE_WINDOW {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        let now_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let start_us = self.window_start_us.load(Ordering::Relaxed);
+        let elapsed_us = now_us.saturating_sub(start_us);
+        if elapsed_us < RATE_WINDOW.as_micros() as u64
+            || self
+                .window_start_us
+                .compare_exchange(start_us, now_us, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
             return;
         }
-        let per_s = window.answers as f64 / elapsed.as_secs_f64();
+        let answers = self.answers.swap(0, Ordering::Relaxed);
+        let per_s = answers as f64 * 1e6 / elapsed_us as f64;
         let limit = (per_s * self.target_us as f64 / 1e6) as usize;
         let limit = limit.clamp(FLOOR, CEILING);
         self.overloaded_limit.store(limit, Ordering::Relaxed);
-        *window = Window {
-            start: Instant::now(),
-            answers: 0,
-        };
         let average = self.average_us.load(Ordering::Relaxed);
         metrics::gauge!("gateway_publish_latency_average_seconds").set(average as f64 / 1e6);
         metrics::gauge!("gateway_publish_overload_limit").set(limit as f64);
@@ -189,5 +191,19 @@ mod tests {
         }
         let many: Vec<_> = (0..1000).map(|_| a.admit()).collect();
         assert!(many.iter().all(Result::is_ok), "fast again: all admitted");
+    }
+
+    #[test]
+    fn under_overload_the_limit_follows_the_answered_rate_times_the_target() {
+        let a = Admission::new(Duration::from_millis(250));
+        // 2,000 answers within one window, each 1 s late.
+        for _ in 0..2000 {
+            a.record(Duration::from_secs(1));
+        }
+        std::thread::sleep(RATE_WINDOW);
+        a.record(Duration::from_secs(1));
+        let limit = a.0.overloaded_limit.load(Ordering::Relaxed);
+        // About 2,000 answers in a little over 0.2 s, times 0.25 s.
+        assert!((FLOOR..=2500).contains(&limit) && limit > 1000, "{limit}");
     }
 }

@@ -207,7 +207,11 @@ async fn main() -> anyhow::Result<()> {
         } else {
             results[0].clone()
         };
-        sets.push(json!({ "rate": rate, "runs": results, "result": result }));
+        let mut set = json!({ "rate": rate, "runs": results, "result": result });
+        if rates_swept(&scenario) {
+            set["passes"] = json!(throughput::passes(&set["result"]));
+        }
+        sets.push(set);
     }
     let mut out = json!({ "scenario": scenario_name(&scenario), "sets": sets });
     if rates_swept(&scenario) {

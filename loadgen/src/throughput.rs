@@ -348,7 +348,7 @@ pub fn passes(r: &Value) -> bool {
 /// The highest rate whose result passes, of the sets a sweep ran.
 pub fn highest_passing(sets: &[Value]) -> Option<f64> {
     sets.iter()
-        .filter(|s| passes(&s["result"]))
+        .filter(|s| s["passes"] == true)
         .filter_map(|s| s["rate"].as_f64())
         .reduce(f64::max)
 }

@@ -40,6 +40,7 @@ async fn a_small_throughput_run_accounts_for_every_message() {
     let run = &report["sets"][0]["runs"][0];
     assert_eq!(report["scenario"], "throughput");
     assert_eq!(report["sets"][0]["rate"], 40.0, "{report}");
+    assert!(report["sets"][0]["passes"].is_boolean(), "{report}");
     assert_eq!(run["sent"], 40);
     assert_eq!(run["acked"], 40, "{run}");
     assert_eq!(run["lost"], 0);
