@@ -83,12 +83,17 @@ pub async fn members(pool: &PgPool, room: &str, limit: usize) -> Result<Vec<User
     // The name each was last seen with; a member added by id who never
     // connected has none.
     let rows: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
+        // The first `limit` members come off `room_members_by_rank` (its
+        // expression repeated here as is); only they are looked up.
         "SELECT m.user_id, COALESCE(u.name, m.user_name), u.avatar_url
-           FROM room_members m LEFT JOIN users u ON u.id = m.user_id
-          WHERE m.room_id = $1
+           FROM (SELECT user_id, user_name, role, joined_at FROM room_members
+                  WHERE room_id = $1
+                  ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END,
+                           joined_at, user_id
+                  LIMIT $2) m
+           LEFT JOIN users u ON u.id = m.user_id
           ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END,
-                   m.joined_at, m.user_id
-          LIMIT $2",
+                   m.joined_at, m.user_id",
     )
     .bind(room)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -30,6 +30,8 @@ pub async fn run(
     let base = common.bases().into_iter().next().context("a gateway URL")?;
     let http = reqwest::Client::new();
     let rss_before = cpu::rss_kib(gateway_pid).context("the gateway's memory")?;
+    let tasks_before = gauge(&http, &base, "runtime_tasks_alive").await?;
+    let heap_before = gauge(&http, &base, "heap_allocated_bytes").await?;
     let closed = Arc::new(AtomicUsize::new(0));
     eprintln!("loadgen: opening {count} idle connections");
     let started = Instant::now();
@@ -63,15 +65,19 @@ pub async fn run(
     let rss_after = cpu::rss_kib(gateway_pid).context("the gateway's memory")?;
     let cpu = cpu::between(&cpu_before, &cpu::sample(&common.watch));
     let held = count - closed.load(Ordering::Relaxed);
-    let open_per_gateway = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?
-        .lines()
-        .find_map(|l| l.strip_prefix("gateway_connections "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    let open_per_gateway = gauge(&http, &base, "gateway_connections").await?;
+    let per_connection = |before: Option<f64>, after: Option<f64>| {
+        before.zip(after).map(|(b, a)| (a - b) / count as f64)
+    };
+    let tasks_per_conn = per_connection(
+        tasks_before,
+        gauge(&http, &base, "runtime_tasks_alive").await?,
+    );
+    let heap_per_conn = per_connection(
+        heap_before,
+        gauge(&http, &base, "heap_allocated_bytes").await?,
+    )
+    .map(f64::round);
     for s in &sockets {
         s.abort();
     }
@@ -82,14 +88,31 @@ pub async fn run(
         "connect_s": connect_s, "hold_s": hold_s,
         "gateway_rss_before_kib": rss_before, "gateway_rss_after_kib": rss_after,
         "bytes_per_connection": per_conn.round(),
+        "tasks_per_connection": tasks_per_conn,
+        "heap_bytes_per_connection": heap_per_conn,
         "cpu_percent": cpu,
     }))
 }
 
 pub fn human(r: &Value) -> String {
     format!(
-        "{} idle connections: {} held ({} by the gateway's count), opened in {:.1} s\n  gateway RSS {} -> {} KiB: {} bytes per connection\n  cpu % of one core: {}",
+        "{} idle connections: {} held ({} by the gateway's count), opened in {:.1} s\n  gateway RSS {} -> {} KiB: {} bytes per connection\n  live heap {} bytes and {} tasks per connection\n  cpu % of one core: {}",
         r["connections"], r["held"], r["gateway_reports_open"], r["connect_s"].as_f64().unwrap_or(0.0),
-        r["gateway_rss_before_kib"], r["gateway_rss_after_kib"], r["bytes_per_connection"], r["cpu_percent"]
+        r["gateway_rss_before_kib"], r["gateway_rss_after_kib"], r["bytes_per_connection"],
+        r["heap_bytes_per_connection"], r["tasks_per_connection"], r["cpu_percent"]
     )
+}
+
+/// A gauge from the gateway's `/metrics`; `None` if it does not export it.
+async fn gauge(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok()))
 }

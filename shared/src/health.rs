@@ -38,6 +38,17 @@ pub fn routes(
         }
     });
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        // Tasks alive tell an operator what each connection or job costs
+        // the runtime, and show a leak as a number that only grows.
+        metrics::describe_gauge!(
+            "runtime_tasks_alive",
+            "Tasks alive in the process's async runtime"
+        );
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        metrics::gauge!("runtime_tasks_alive").set(tasks as f64);
+        crate::alloc::record();
         warp::reply::with_header(
             metrics.render(),
             "content-type",

@@ -5,6 +5,7 @@
 //! Nothing here talks to a socket on its own except the small connection
 //! helpers in [`nats`] and [`db`]; the binaries own their loops.
 
+pub mod alloc;
 pub mod config;
 pub mod db;
 pub mod events;

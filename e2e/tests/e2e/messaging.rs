@@ -344,3 +344,23 @@ async fn messages_name_members_and_each_member_sets_what_reaches_them() {
         "the default"
     );
 }
+
+/// A connection reads its socket in small pieces (an idle one keeps only a
+/// small buffer), so the longest text, 4,000 characters of two and three
+/// bytes (10 KB), arrives in many reads: it must come out whole, stored
+/// and fanned out.
+#[tokio::test]
+async fn the_longest_text_arrives_whole_though_read_in_pieces() {
+    let stack = Stack::start().await;
+    let mut ann = stack.connect("Ann").await;
+    let mut bob = stack.connect("Bob").await;
+    ann.join("long").await;
+    bob.join("long").await;
+    let text: String = "é€".repeat(2_000);
+    let temp_id = ann.say("long", &text).await;
+    let at_bob = bob.persisted(&temp_id).await;
+    assert_eq!(at_bob["text"].as_str(), Some(text.as_str()));
+    // The next frame on the same connection is read where the long one ended.
+    let next = ann.say("long", "after").await;
+    assert_eq!(bob.persisted(&next).await["text"], "after");
+}
