@@ -124,6 +124,18 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         .await?;
     users.sort_by_key(|(i, _, _)| *i);
     let connect_s = connecting.elapsed().as_secs_f64();
+    // A join is acked once the stream holds it; the rooms are full once
+    // the database does too. Messages sent before that queue behind the
+    // joins still being written, which would measure the fill, not the
+    // room.
+    let stored_s = match (&common.database_url, common.protocol) {
+        (Some(url), Protocol::Chat) => {
+            let expected = (shape.rooms * shape.users) as i64;
+            wait_members_stored(url, &run, expected).await?;
+            Some(connecting.elapsed().as_secs_f64())
+        }
+        _ => None,
+    };
     let members = shape.users.saturating_sub(1) as u64;
 
     // The pacer: send i is due at start + i / rate, sent by user i mod N.
@@ -198,6 +210,8 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         // Signing in, connecting and joining every user: how fast the
         // rooms filled.
         "connect_s": connect_s,
+        // ... and until the database held every membership.
+        "members_stored_s": stored_s,
         // What was written per second, from the first due send to the last
         // write: beyond capacity, the rate that counts.
         "persisted_per_s": all.last_persisted.map_or(0.0, |at| {
@@ -211,6 +225,30 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         result["duplicates"] = json!(duplicates);
     }
     Ok(result)
+}
+
+/// Waits until PostgreSQL holds `expected` memberships in this run's
+/// rooms (two minutes at most).
+async fn wait_members_stored(url: &str, run: &str, expected: i64) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .context("connecting to count members")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (stored,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM room_members WHERE room_id LIKE $1")
+                .bind(format!("lg-{run}-%"))
+                .fetch_one(&pool)
+                .await?;
+        if stored >= expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {stored} of {expected} memberships stored after two minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Looks every acked `temp_id` up in PostgreSQL: how many are missing,
@@ -355,12 +393,13 @@ pub fn highest_passing(sets: &[Value]) -> Option<f64> {
 
 pub fn human(r: &Value) -> String {
     format!(
-        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} {} lost={} duplicates={} persisted_missing={} fanout_missing={} cut_off={} persisted/s={:.0} connected in {:.1} s\n  cpu % of one core: {}\n{}\n{}\n{}",
+        "{} rooms x {} users, {} msg/s target, {} s\n  sent={} acked={} refused={} {} lost={} duplicates={} persisted_missing={} fanout_missing={} cut_off={} persisted/s={:.0} connected in {:.1} s (members stored at {} s)\n  cpu % of one core: {}\n{}\n{}\n{}",
         r["rooms"], r["users_per_room"], r["rate_target"], r["duration_s"],
         r["sent"], r["acked"], r["refused"], r["refused_by_code"],
         r.get("lost").unwrap_or(&json!("unchecked")),
         r.get("duplicates").unwrap_or(&json!("unchecked")),
-        r["persisted_missing"], r["fanout_missing"], r["cut_off"], r["persisted_per_s"].as_f64().unwrap_or(0.0), r["connect_s"].as_f64().unwrap_or(0.0), r["cpu_percent"],
+        r["persisted_missing"], r["fanout_missing"], r["cut_off"], r["persisted_per_s"].as_f64().unwrap_or(0.0), r["connect_s"].as_f64().unwrap_or(0.0),
+        r["members_stored_s"].as_f64().map_or("-".to_owned(), |s| format!("{s:.1}")), r["cpu_percent"],
         line("ack", &r["ack"]), line("persisted", &r["persisted"]), line("fanout", &r["fanout"])
     )
 }
