@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::outbox::{self, Refused};
 use crate::websocket::Frame;
 
 pub type ConnId = u64;
@@ -89,7 +89,7 @@ impl Closer {
 pub struct Conn {
     pub id: ConnId,
     pub user: Uuid,
-    tx: mpsc::Sender<Frame>,
+    tx: outbox::Sender,
     closer: Closer,
     gate: Arc<Mutex<AckGate>>,
 }
@@ -114,7 +114,7 @@ impl AckGate {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, user: Uuid, tx: mpsc::Sender<Frame>, closer: Closer) -> Self {
+    pub fn new(id: ConnId, user: Uuid, tx: outbox::Sender, closer: Closer) -> Self {
         Self {
             id,
             user,
@@ -185,8 +185,8 @@ impl Conn {
     fn push(&self, frame: Frame) {
         match self.tx.try_send(frame) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.too_slow(),
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(Refused::Full) => self.too_slow(),
+            Err(Refused::Closed) => {}
         }
     }
 
@@ -206,14 +206,14 @@ pub(crate) fn is_ephemeral(kind: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn conn(capacity: usize) -> (Conn, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn conn(capacity: usize) -> (Conn, outbox::Receiver) {
+        let (tx, rx) = outbox::outbox(capacity);
         let closer = Closer::new(&CancellationToken::new());
         (Conn::new(1, Uuid::new_v4(), tx, closer), rx)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Frame>) -> Vec<Frame> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn drain(rx: &mut outbox::Receiver) -> Vec<Frame> {
+        std::iter::from_fn(|| rx.try_recv()).collect()
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod membership;
 pub mod moderation;
 pub mod openapi;
 pub mod origins;
+pub mod outbox;
 pub mod presence;
 pub mod publish;
 pub mod rate;

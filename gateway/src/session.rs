@@ -17,7 +17,6 @@ use shared::protocol::{
     event, ApiError, Envelope, ErrorCode, HistoryQuery, RequestType, RoomRef, SendMessage,
     ServerFrame, SessionRefresh, User,
 };
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -29,7 +28,7 @@ use crate::auth::Identity;
 use crate::conn::{close, Closer, Conn};
 use crate::rate::TokenBucket;
 use crate::websocket::{Frame, Socket};
-use crate::{matching, moderation, requests};
+use crate::{matching, moderation, outbox, requests};
 
 /// Serves one upgraded connection until it closes.
 ///
@@ -50,7 +49,7 @@ async fn run(
     app: Arc<App>,
     identity: Identity,
 ) {
-    let (tx, rx) = mpsc::channel::<Frame>(app.limits.queue);
+    let (tx, rx) = outbox::outbox(app.limits.queue);
     let closer = Closer::new(&app.stop);
     let writer = tokio::spawn(write_loop(sink, rx, closer.clone()));
     let user = match Box::pin(requests::profile_at_connect(&app, &identity)).await {
@@ -191,7 +190,7 @@ async fn run(
 
 /// Writes queued frames until the queue closes (then sends the close frame)
 /// or the connection is aborted (then stops at once).
-async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Frame>, closer: Closer)
+async fn write_loop<S>(mut sink: S, mut rx: outbox::Receiver, closer: Closer)
 where
     S: Sink<WsMessage> + Unpin,
     S::Error: std::fmt::Display,
@@ -237,14 +236,14 @@ where
 async fn write_batch<S>(
     sink: &mut S,
     first: Frame,
-    rx: &mut mpsc::Receiver<Frame>,
+    rx: &mut outbox::Receiver,
 ) -> Result<(), S::Error>
 where
     S: Sink<WsMessage> + Unpin,
 {
     sink.feed(WsMessage::Text(first)).await?;
     for _ in 1..WRITE_BATCH {
-        let Ok(frame) = rx.try_recv() else { break };
+        let Some(frame) = rx.try_recv() else { break };
         sink.feed(WsMessage::Text(frame)).await?;
     }
     sink.flush().await
@@ -586,7 +585,7 @@ type PendingReply = Pin<Box<dyn Future<Output = (Option<Frame>, Option<Uuid>)> +
 /// Queues a reply (if any), then lets go of the events held for its send.
 /// Returns false when the connection's writer is gone.
 async fn queue_reply(
-    tx: &mpsc::Sender<Frame>,
+    tx: &outbox::Sender,
     conn: &Conn,
     reply: Option<Frame>,
     temp_id: Option<Uuid>,
