@@ -50,6 +50,10 @@ pub struct Ticket(Arc<State>);
 
 impl Admission {
     pub fn new(target: Duration) -> Self {
+        // Exposed from the start, not only after the first rate window: a
+        // scrape right after start finds them.
+        metrics::gauge!("gateway_publish_latency_average_seconds").set(0.0);
+        metrics::gauge!("gateway_publish_overload_limit").set(FLOOR as f64);
         Self(Arc::new(State {
             target_us: target.as_micros().try_into().unwrap_or(u64::MAX),
             in_flight: AtomicUsize::new(0),

@@ -8,8 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesOrdered;
-use futures::stream::{SplitSink, SplitStream};
+use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures::{Sink, SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::value::RawValue;

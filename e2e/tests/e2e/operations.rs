@@ -26,10 +26,14 @@ fn repo_file(path: &str) -> String {
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The prefixes of the binaries' own metrics, and of the process-level
+/// ones both expose (heap and runtime).
+const PREFIXES: [&str; 4] = ["gateway_", "persister_", "heap_", "runtime_"];
+
 /// Names like `gateway_x_total` or `persister_y` in a text.
 fn names_in(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("gateway_") || w.starts_with("persister_"))
+        .filter(|w| PREFIXES.iter().any(|p| w.starts_with(p)))
         // A histogram's series are the metric's name plus a suffix.
         .map(|w| {
             ["_bucket", "_sum", "_count"]
