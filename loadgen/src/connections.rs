@@ -30,8 +30,7 @@ pub async fn run(
     let base = common.bases().into_iter().next().context("a gateway URL")?;
     let http = reqwest::Client::new();
     let rss_before = cpu::rss_kib(gateway_pid).context("the gateway's memory")?;
-    let tasks_before = gauge(&http, &base, "runtime_tasks_alive").await?;
-    let heap_before = gauge(&http, &base, "heap_allocated_bytes").await?;
+    let before = metrics_page(&http, &base).await?;
     let closed = Arc::new(AtomicUsize::new(0));
     eprintln!("loadgen: opening {count} idle connections");
     let started = Instant::now();
@@ -65,19 +64,15 @@ pub async fn run(
     let rss_after = cpu::rss_kib(gateway_pid).context("the gateway's memory")?;
     let cpu = cpu::between(&cpu_before, &cpu::sample(&common.watch));
     let held = count - closed.load(Ordering::Relaxed);
-    let open_per_gateway = gauge(&http, &base, "gateway_connections").await?;
-    let per_connection = |before: Option<f64>, after: Option<f64>| {
-        before.zip(after).map(|(b, a)| (a - b) / count as f64)
+    let after = metrics_page(&http, &base).await?;
+    let open_per_gateway = gauge(&after, "gateway_connections");
+    let per_connection = |name: &str| {
+        gauge(&before, name)
+            .zip(gauge(&after, name))
+            .map(|(b, a)| (a - b) / count as f64)
     };
-    let tasks_per_conn = per_connection(
-        tasks_before,
-        gauge(&http, &base, "runtime_tasks_alive").await?,
-    );
-    let heap_per_conn = per_connection(
-        heap_before,
-        gauge(&http, &base, "heap_allocated_bytes").await?,
-    )
-    .map(f64::round);
+    let tasks_per_conn = per_connection("runtime_tasks_alive");
+    let heap_per_conn = per_connection("heap_allocated_bytes").map(f64::round);
     for s in &sockets {
         s.abort();
     }
@@ -103,16 +98,19 @@ pub fn human(r: &Value) -> String {
     )
 }
 
-/// A gauge from the gateway's `/metrics`; `None` if it does not export it.
-async fn gauge(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<Option<f64>> {
-    let text = http
+/// The gateway's `/metrics` page.
+async fn metrics_page(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(http
         .get(format!("{base}/metrics"))
         .send()
         .await?
         .text()
-        .await?;
-    Ok(text
-        .lines()
+        .await?)
+}
+
+/// A gauge of a `/metrics` page; `None` if the page does not have it.
+fn gauge(page: &str, name: &str) -> Option<f64> {
+    page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -128,10 +129,18 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
     // the database does too. Messages sent before that queue behind the
     // joins still being written, which would measure the fill, not the
     // room.
-    let stored_s = match (&common.database_url, common.protocol) {
-        (Some(url), Protocol::Chat) => {
+    let pool = match &common.database_url {
+        Some(url) => Some(
+            sqlx::PgPool::connect(url)
+                .await
+                .context("connecting to the database")?,
+        ),
+        None => None,
+    };
+    let stored_s = match (&pool, common.protocol) {
+        (Some(pool), Protocol::Chat) => {
             let expected = (shape.rooms * shape.users) as i64;
-            wait_members_stored(url, &run, expected).await?;
+            wait_members_stored(pool, &run, expected).await?;
             Some(connecting.elapsed().as_secs_f64())
         }
         _ => None,
@@ -219,8 +228,8 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
         }),
         "cpu_percent": cpu,
     });
-    if let Some(url) = &common.database_url {
-        let (lost, duplicates) = check_stored(url, &all.acked).await?;
+    if let Some(pool) = &pool {
+        let (lost, duplicates) = check_stored(pool, &all.acked).await?;
         result["lost"] = json!(lost);
         result["duplicates"] = json!(duplicates);
     }
@@ -229,16 +238,13 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Value> {
 
 /// Waits until PostgreSQL holds `expected` memberships in this run's
 /// rooms (two minutes at most).
-async fn wait_members_stored(url: &str, run: &str, expected: i64) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(url)
-        .await
-        .context("connecting to count members")?;
+async fn wait_members_stored(pool: &PgPool, run: &str, expected: i64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (stored,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM room_members WHERE room_id LIKE $1")
                 .bind(format!("lg-{run}-%"))
-                .fetch_one(&pool)
+                .fetch_one(pool)
                 .await?;
         if stored >= expected {
             return Ok(());
@@ -253,15 +259,12 @@ async fn wait_members_stored(url: &str, run: &str, expected: i64) -> anyhow::Res
 
 /// Looks every acked `temp_id` up in PostgreSQL: how many are missing,
 /// and how many are stored more than once.
-async fn check_stored(url: &str, acked: &[String]) -> anyhow::Result<(usize, usize)> {
-    let pool = sqlx::PgPool::connect(url)
-        .await
-        .context("connecting to check loss")?;
+async fn check_stored(pool: &PgPool, acked: &[String]) -> anyhow::Result<(usize, usize)> {
     let ids: Vec<uuid::Uuid> = acked.iter().filter_map(|t| t.parse().ok()).collect();
     let rows: Vec<(i64,)> =
         sqlx::query_as("SELECT count(*) FROM messages WHERE temp_id = ANY($1) GROUP BY temp_id")
             .bind(&ids)
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await?;
     let duplicates = rows.iter().filter(|(n,)| *n > 1).count();
     Ok((acked.len() - rows.len(), duplicates))
