@@ -3,7 +3,7 @@
 # its own NATS server (the shipped nats.conf, or with another fsync policy),
 # a fresh database, one persister and one gateway.
 #
-#   scripts/bench.sh [--sync-interval 1s|always] [--webhook up|down] -- throughput --rooms 50 --users 10 --rate 1000 --duration 10
+#   scripts/bench.sh [--sync-interval 1s|always] [--batching off|atomic] [--webhook up|down] -- throughput --rooms 50 --users 10 --rate 1000 --duration 10
 #   scripts/bench.sh -- fanout --members 1000 --rate 10 --duration 10
 #   scripts/bench.sh -- connections --count 19000
 #   scripts/bench.sh -- ceiling publish | ceiling pipeline
@@ -16,6 +16,9 @@
 # only once the jobs are in the stream. `--webhook up` delivers webhooks to a
 # receiver on loopback that takes everything; `--webhook down` to a port
 # where nothing listens (every delivery fails and is retried).
+# `--batching atomic` has the gateway store its jobs in atomic batches
+# (CHAT_PUBLISH_BATCHING): the durable mode is `--sync-interval always
+# --batching atomic`.
 #
 # NATS_EXTRA adds flags to the NATS server (e.g. "--profile 6061 -m 8222"
 # to read its goroutines and /jsz while a scenario runs).
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
     --peer) PEER=1; shift ;;
     --sync-interval) SYNC=$2; shift 2 ;;
     --webhook) WEBHOOK=$2; shift 2 ;;
+    --batching) export CHAT_PUBLISH_BATCHING=$2; shift 2 ;;
     --) shift; break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
@@ -113,7 +117,7 @@ GATEWAY_ADDR="127.0.0.1:$gport" DATABASE_URL="postgres://chat_gateway@127.0.0.1:
 gateway_pid=$!
 pids+=("$gateway_pid")
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-say "nats sync_interval: ${SYNC:-as shipped (nats.conf)}; webhooks: ${WEBHOOK:-off}"
+say "nats sync_interval: ${SYNC:-as shipped (nats.conf)}; publish batching: ${CHAT_PUBLISH_BATCHING:-off}; webhooks: ${WEBHOOK:-off}"
 args=("$@")
 [ "$scenario" = connections ] && args+=(--gateway-pid "$gateway_pid")
 watch=(--watch "gateway=$gateway_pid" --watch "nats=${pids[0]}" --watch "postgres=comm:postgres")

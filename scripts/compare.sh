@@ -3,14 +3,14 @@
 # (bench/peer: Socket.IO + BullMQ + pg), each on a fresh stack, in one go,
 # and prints both side by side with their ratio.
 #
-#   scripts/compare.sh [--sync-interval always] [--peer-rate 500,1000,1500] -- \
+#   scripts/compare.sh [--sync-interval always] [--batching atomic] [--peer-rate 500,1000,1500] -- \
 #     throughput --rooms 50 --users 10 --duration 20 --rate 5000,7500,10000
 #   scripts/compare.sh -- fanout --members 1000 --rate 10 --duration 20
 #   scripts/compare.sh -- connections --count 10000
 #
 # --peer-rate gives the peer rates of its own (a sweep around its
-# capacity); otherwise it gets the product's. --sync-interval goes to the
-# product's NATS only. The raw figures are kept in bench-results/.
+# capacity); otherwise it gets the product's. --sync-interval and
+# --batching go to the product only. The raw figures are kept in bench-results/.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -20,7 +20,7 @@ product_opts=()
 while [ $# -gt 0 ]; do
   case $1 in
     --peer-rate) PEER_RATE=$2; shift 2 ;;
-    --sync-interval) product_opts+=("$1" "$2"); shift 2 ;;
+    --sync-interval | --batching) product_opts+=("$1" "$2"); shift 2 ;;
     --) shift; break ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac

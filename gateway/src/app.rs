@@ -59,6 +59,8 @@ pub struct App {
     pub uploads: crate::uploads::Uploads,
     /// Sends let in under overload.
     pub admission: crate::admission::Admission,
+    /// How jobs are stored: each on its own, or in atomic batches.
+    pub publisher: crate::batching::Publisher,
     stream_ready: AtomicBool,
     db: shared::db::Watch,
     stream: tokio::sync::OnceCell<jetstream::stream::Stream>,
@@ -79,13 +81,13 @@ impl App {
         api_keys: crate::auth::ApiKeys,
         uploads: crate::uploads::Uploads,
         ack_target: std::time::Duration,
+        batching: bool,
     ) -> Self {
         let hub = Hub::new(client.clone(), subjects.clone());
         let db = shared::db::Watch::start(pool.clone());
         Self {
             subjects,
             client,
-            js,
             pool,
             hub,
             presence: std::sync::OnceLock::new(),
@@ -100,10 +102,16 @@ impl App {
             origins: crate::origins::Origins::default(),
             uploads,
             admission: crate::admission::Admission::new(ack_target),
+            publisher: if batching {
+                crate::batching::Publisher::batched(js.clone())
+            } else {
+                crate::batching::Publisher::single(js.clone())
+            },
             stream_ready: AtomicBool::new(false),
             db,
             stream: tokio::sync::OnceCell::new(),
             next_conn: AtomicU64::new(1),
+            js,
         }
     }
 

@@ -59,6 +59,12 @@ pub struct Config {
     /// rather than queued (docs/operations.md, "Overload").
     #[arg(long, env = "GATEWAY_ACK_TARGET_MS", default_value_t = 250)]
     pub gateway_ack_target_ms: u64,
+    /// `atomic`: jobs are stored in atomic batches, so that under the
+    /// durable mode (`sync_interval: always`) one fsync covers many sends;
+    /// `off`: each on its own, which is faster when the server does not
+    /// fsync every write (docs/reliability.md, "Durable mode").
+    #[arg(long, env = "CHAT_PUBLISH_BATCHING", default_value = "off", value_parser = ["off", "atomic"])]
+    pub chat_publish_batching: String,
     /// Open WebSocket connections this gateway holds at most.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub gateway_max_connections: usize,
@@ -83,6 +89,10 @@ pub struct Config {
 impl Config {
     pub fn guest_signin(&self) -> bool {
         self.chat_guest_signin == "on"
+    }
+
+    pub fn batching(&self) -> bool {
+        self.chat_publish_batching == "atomic"
     }
 
     /// Every key tokens may be signed with: the HS256 secret, the PEM file's

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod batching;
 pub mod body;
 pub mod config;
 pub mod conn;
@@ -91,6 +92,7 @@ pub async fn run(
             config.chat_upload_max_bytes,
         )?,
         Duration::from_millis(config.gateway_ack_target_ms),
+        config.batching(),
     ));
 
     app.hub.follow_users().await?;

@@ -6,18 +6,15 @@ use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::header::{self, HeaderMap};
 use shared::events::RoomEvent;
 use shared::jobs::Job;
 use shared::nats::JETSTREAM_TIMEOUT;
 use shared::protocol::ApiError;
 
 use crate::app::App;
+use crate::batching::{Failure, Outgoing, Stored};
 
-/// JetStream message schedule headers (NATS 2.12).
-const SCHEDULE: &str = "Nats-Schedule";
-const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
 /// The subject (filter) an expected last subject sequence is checked on.
 const EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
@@ -93,7 +90,7 @@ pub async fn start_with(
     // While disconnected the client would buffer the publish and could send
     // it after we have told the client "unavailable"; refuse it here instead.
     if !app.nats_connected() {
-        return Err(failed("disconnected"));
+        return Err(failed(Failure::Error));
     }
     let ticket = app.admission.admit()?;
     let payload = serde_json::to_vec(job).map_err(|err| {
@@ -101,66 +98,63 @@ pub async fn start_with(
         ApiError::unavailable()
     })?;
     let started = Instant::now();
-    let subject = job.subject(&app.subjects);
-    let mut message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(msg_id);
-    if let Some(expect) = &expect {
-        message = message
-            .expected_last_subject_sequence(expect.seq)
-            .header(EXPECTED_SUBJECT, expect.subject.as_str());
-    }
-    let (subject, message) = match (due, job) {
-        (Some(due), Job::Message(m)) => {
-            let at = format!("@at {}", due.to_rfc3339_opts(SecondsFormat::Millis, true));
-            (
-                app.subjects.schedule(&m.room, &m.temp_id),
-                message
-                    .header(SCHEDULE, at.as_str())
-                    .header(SCHEDULE_TARGET, subject.as_str()),
-            )
-        }
-        _ => (subject, message),
-    };
-    let pub_ack = match tokio::time::timeout(
-        JETSTREAM_TIMEOUT,
-        app.js.send_publish(subject, message),
-    )
-    .await
-    {
-        Ok(Ok(pub_ack)) => pub_ack,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "a job could not be published");
-            return Err(failed("error"));
-        }
-        Err(_) => return Err(failed("timeout")),
-    };
-    let deadline = started + JETSTREAM_TIMEOUT;
+    let out = outgoing(app, job, msg_id, due, expect, payload.into(), started);
+    let stored = app.publisher.start(out).await.map_err(failed)?;
     Ok(async move {
-        let answer = tokio::time::timeout_at(deadline.into(), pub_ack).await;
+        let outcome = stored.await;
         let took = started.elapsed();
         ticket.answered(took);
-        match answer {
-            Ok(Ok(_ack)) => {
+        match outcome {
+            Ok(Stored::Yes) => {
                 metrics::histogram!("gateway_publish_seconds").record(took.as_secs_f64());
                 Ok(true)
             }
-            Ok(Err(err)) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "JetStream did not store a job");
-                Err(failed("error"))
-            }
-            Err(_) => {
-                tracing::warn!("JetStream publish timed out");
-                Err(failed("timeout"))
-            }
+            Ok(Stored::ConditionFailed) => Ok(false),
+            Err(failure) => Err(failed(failure)),
         }
     })
 }
 
+/// The message a job goes out as: its subject and headers, the message id
+/// JetStream de-duplicates on, a condition, or a schedule's.
+fn outgoing(
+    app: &App,
+    job: &Job,
+    msg_id: &str,
+    due: Option<DateTime<Utc>>,
+    expect: Option<Expect>,
+    payload: bytes::Bytes,
+    started: Instant,
+) -> Outgoing {
+    let mut subject = job.subject(&app.subjects);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::NATS_MESSAGE_ID, msg_id);
+    let batchable = expect.is_none() && due.is_none();
+    if let Some(expect) = &expect {
+        headers.insert(
+            header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expect.seq.to_string().as_str(),
+        );
+        headers.insert(EXPECTED_SUBJECT, expect.subject.as_str());
+    }
+    if let (Some(due), Job::Message(m)) = (due, job) {
+        let at = format!("@at {}", due.to_rfc3339_opts(SecondsFormat::Millis, true));
+        headers.insert(header::NATS_SCHEDULE, at.as_str());
+        headers.insert(header::NATS_SCHEDULE_TARGET, subject.as_str());
+        subject = app.subjects.schedule(&m.room, &m.temp_id);
+    }
+    Outgoing {
+        subject,
+        headers,
+        payload,
+        batchable,
+        deadline: (started + JETSTREAM_TIMEOUT).into(),
+    }
+}
+
 /// Counts a publish that did not lead to an ack, and says so to the client.
-fn failed(reason: &'static str) -> ApiError {
-    metrics::counter!("gateway_publish_failures_total", "reason" => reason).increment(1);
+fn failed(failure: Failure) -> ApiError {
+    metrics::counter!("gateway_publish_failures_total", "reason" => failure.reason()).increment(1);
     ApiError::unavailable()
 }
 

@@ -11,8 +11,9 @@ use crate::subjects::Subjects;
 /// Marks a stream that has today's layout. Written only by an update,
 /// never at creation: see [`upgrade`].
 pub const LAYOUT_KEY: &str = "chat_layout";
-/// Today's layout: discard `Old`, roll-ups allowed, no size limits.
-pub const LAYOUT: &str = "2";
+/// Today's layout: discard `Old`, roll-ups and atomic batches allowed, no
+/// size limits.
+pub const LAYOUT: &str = "3";
 
 /// The oldest NATS server the project runs on, and why.
 pub const MIN_SERVER: &str = "2.12.10";
@@ -44,6 +45,7 @@ pub fn stream_config(subjects: &Subjects, config: &NatsConfig) -> stream::Config
         allow_direct: true,
         allow_message_schedules: true,
         allow_rollup: true,
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -155,6 +157,7 @@ pub fn upgrade(have: &stream::Config, wanted: &stream::Config) -> Option<stream:
     next.allow_direct = true;
     next.allow_message_schedules = true;
     next.allow_rollup = true;
+    next.allow_atomic_publish = true;
     next.deny_purge = false;
     next.metadata
         .insert(LAYOUT_KEY.to_owned(), LAYOUT.to_owned());
@@ -223,12 +226,14 @@ mod tests {
         let mut old = wanted();
         old.discard = stream::DiscardPolicy::New;
         old.allow_rollup = false;
+        old.allow_atomic_publish = false;
         old.max_bytes = 1 << 30;
         old.max_age = Duration::from_secs(3600);
         old.subjects.pop();
         let next = upgrade(&old, &wanted()).expect("an update");
         assert_eq!(next.discard, stream::DiscardPolicy::Old);
         assert!(next.allow_rollup && next.allow_message_schedules && next.allow_direct);
+        assert!(next.allow_atomic_publish, "gateways may batch their jobs");
         assert_eq!(next.max_bytes, -1);
         assert_eq!(
             next.max_age,

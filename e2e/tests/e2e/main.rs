@@ -1,6 +1,7 @@
 //! End-to-end tests of the real binaries. See the `e2e` crate's docs for
 //! what they need and `scripts/test.sh` for how they are run.
 
+mod batching;
 mod big_rooms;
 mod browser;
 mod cluster;
