@@ -140,6 +140,10 @@ fi
 # How the persister batched the load, from its own metrics.
 say "persister batches (jobs per transaction)"
 curl -fs "http://127.0.0.1:$pport/metrics" | grep -E '^persister_batch_(size|seconds)_(sum|count)' || true
+if [ -n "${CHAT_PUBLISH_BATCHING:-}" ]; then
+  say "gateway batches (jobs per atomic batch)"
+  curl -fs "http://127.0.0.1:$gport/metrics" | grep -E '^gateway_publish_batch' || true
+fi
 if [ -n "$WEBHOOK" ]; then
   say "webhooks"
   curl -fs "http://127.0.0.1:$pport/metrics" | grep -E '^webhook_' || true

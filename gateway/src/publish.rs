@@ -149,6 +149,7 @@ fn outgoing(
         payload,
         batchable,
         deadline: (started + JETSTREAM_TIMEOUT).into(),
+        partition: shared::subjects::partition(job.room()),
     }
 }
 
