@@ -65,6 +65,8 @@ pub enum Stored {
 /// Why a job may not have been stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
+    /// Not connected to NATS: not even handed over.
+    Disconnected,
     /// NATS refused it or could not be reached.
     Error,
     /// No answer before the deadline.
@@ -74,6 +76,7 @@ pub enum Failure {
 impl Failure {
     pub fn reason(self) -> &'static str {
         match self {
+            Failure::Disconnected => "disconnected",
             Failure::Error => "error",
             Failure::Timeout => "timeout",
         }
@@ -83,13 +86,13 @@ impl Failure {
 pub type Outcome = Result<Stored, Failure>;
 
 /// How a gateway stores its jobs: each on its own, many in flight
-/// (`CHAT_PUBLISH_BATCHING=off`), or through the batching lane (`atomic`).
+/// (`CHAT_PUBLISH_BATCHING=off`), or through the batching lanes (`atomic`).
 pub struct Publisher {
     js: Context,
     lanes: Vec<mpsc::UnboundedSender<Pending>>,
 }
 
-/// A job waiting in the lane, and who waits for it.
+/// A job waiting in a lane, and who waits for it.
 pub struct Pending {
     out: Outgoing,
     reply: oneshot::Sender<Outcome>,

@@ -90,7 +90,7 @@ pub async fn start_with(
     // While disconnected the client would buffer the publish and could send
     // it after we have told the client "unavailable"; refuse it here instead.
     if !app.nats_connected() {
-        return Err(failed(Failure::Error));
+        return Err(failed(Failure::Disconnected));
     }
     let ticket = app.admission.admit()?;
     let payload = serde_json::to_vec(job).map_err(|err| {

@@ -52,6 +52,18 @@ pub fn describe() {
         "gateway_sends_refused_overload_total",
         "Sends refused (unavailable, overloaded) while publishes took longer than the ack target"
     );
+    describe_counter!(
+        "gateway_publish_batches_total",
+        "Atomic batches of jobs stored (CHAT_PUBLISH_BATCHING=atomic)"
+    );
+    describe_counter!(
+        "gateway_publish_batched_jobs_total",
+        "Jobs stored in atomic batches"
+    );
+    describe_counter!(
+        "gateway_publish_batch_fallbacks_total",
+        "Atomic batches refused by NATS whose jobs were then stored one by one"
+    );
     metrics::gauge!("gateway_connections").set(0.0);
     for reason in ["disconnected", "timeout", "error"] {
         metrics::counter!("gateway_publish_failures_total", "reason" => reason).absolute(0);
@@ -68,6 +80,9 @@ pub fn describe() {
         "gateway_revocations_unanswered_total",
         "gateway_uploads_total",
         "gateway_sends_refused_overload_total",
+        "gateway_publish_batches_total",
+        "gateway_publish_batched_jobs_total",
+        "gateway_publish_batch_fallbacks_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
