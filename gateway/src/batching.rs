@@ -237,10 +237,15 @@ async fn store_run(js: &Context, run: Vec<Pending>) {
 }
 
 /// Publishes every job first, then waits for each PubAck: the server
-/// stores them in the order they were published.
+/// stores them in the order they were published. A job whose sender has
+/// stopped waiting (after a refused batch that took long) is not published.
 async fn store_each(js: &Context, jobs: Vec<Pending>) {
     let mut waits = Vec::with_capacity(jobs.len());
     for Pending { out, reply } in jobs {
+        if out.deadline <= Instant::now() {
+            let _ = reply.send(Err(Failure::Timeout));
+            continue;
+        }
         waits.push((send(js, out).await, reply));
     }
     for (wait, reply) in waits {
