@@ -193,15 +193,11 @@ async fn run(js: Context, mut queue: mpsc::UnboundedReceiver<Pending>) {
 }
 
 /// Stores `taken` in order: runs of batchable jobs as batches, the others
-/// each on its own between them. A job past its deadline is not published:
-/// its sender has already been told it failed.
+/// each on its own between them.
 async fn store_in_order(js: &Context, taken: Vec<Pending>) {
-    let now = Instant::now();
     let mut run = Vec::new();
     for pending in taken {
-        if pending.out.deadline <= now {
-            let _ = pending.reply.send(Err(Failure::Timeout));
-        } else if pending.out.batchable {
+        if pending.out.batchable {
             run.push(pending);
         } else {
             store_run(js, std::mem::take(&mut run)).await;
@@ -214,6 +210,7 @@ async fn store_in_order(js: &Context, taken: Vec<Pending>) {
 /// Stores a run of batchable jobs: as one batch when it is large enough;
 /// one by one when it is not, or when the batch was refused.
 async fn store_run(js: &Context, run: Vec<Pending>) {
+    let run = still_awaited(run);
     if run.len() < MIN_BATCH {
         return store_each(js, run).await;
     }
@@ -237,15 +234,10 @@ async fn store_run(js: &Context, run: Vec<Pending>) {
 }
 
 /// Publishes every job first, then waits for each PubAck: the server
-/// stores them in the order they were published. A job whose sender has
-/// stopped waiting (after a refused batch that took long) is not published.
+/// stores them in the order they were published.
 async fn store_each(js: &Context, jobs: Vec<Pending>) {
     let mut waits = Vec::with_capacity(jobs.len());
-    for Pending { out, reply } in jobs {
-        if out.deadline <= Instant::now() {
-            let _ = reply.send(Err(Failure::Timeout));
-            continue;
-        }
+    for Pending { out, reply } in still_awaited(jobs) {
         waits.push((send(js, out).await, reply));
     }
     for (wait, reply) in waits {
@@ -255,6 +247,21 @@ async fn store_each(js: &Context, jobs: Vec<Pending>) {
         };
         let _ = reply.send(outcome);
     }
+}
+
+/// The jobs whose senders still wait; the others are told they timed out
+/// and are not published (also not after a refused batch that took long).
+fn still_awaited(jobs: Vec<Pending>) -> Vec<Pending> {
+    let now = Instant::now();
+    jobs.into_iter()
+        .filter_map(|pending| {
+            if pending.out.deadline > now {
+                return Some(pending);
+            }
+            let _ = pending.reply.send(Err(Failure::Timeout));
+            None
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,18 +29,8 @@ pub fn heap() -> Option<(u64, u64)> {
     Some((allocated as u64, resident as u64))
 }
 
-/// Sets the heap gauges of `/metrics`.
+/// Sets the heap gauges of `/metrics` (described in [`crate::metrics`]).
 pub fn record() {
-    metrics::describe_gauge!(
-        "heap_allocated_bytes",
-        metrics::Unit::Bytes,
-        "Bytes allocated and not yet freed (live heap)"
-    );
-    metrics::describe_gauge!(
-        "heap_resident_bytes",
-        metrics::Unit::Bytes,
-        "Bytes of memory the allocator holds resident"
-    );
     if let Some((allocated, resident)) = heap() {
         metrics::gauge!("heap_allocated_bytes").set(allocated as f64);
         metrics::gauge!("heap_resident_bytes").set(resident as f64);

@@ -40,10 +40,6 @@ pub fn routes(
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         // Tasks alive tell an operator what each connection or job costs
         // the runtime, and show a leak as a number that only grows.
-        metrics::describe_gauge!(
-            "runtime_tasks_alive",
-            "Tasks alive in the process's async runtime"
-        );
         let tasks = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();

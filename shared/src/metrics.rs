@@ -17,5 +17,25 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
         )?
         .install_recorder()?;
+    describe_process();
     Ok(handle)
+}
+
+/// The process-level gauges `/metrics` sets at each scrape
+/// ([`crate::health`], [`crate::alloc`]), described once.
+fn describe_process() {
+    metrics::describe_gauge!(
+        "runtime_tasks_alive",
+        "Tasks alive in the process's async runtime"
+    );
+    metrics::describe_gauge!(
+        "heap_allocated_bytes",
+        metrics::Unit::Bytes,
+        "Bytes allocated and not yet freed (live heap)"
+    );
+    metrics::describe_gauge!(
+        "heap_resident_bytes",
+        metrics::Unit::Bytes,
+        "Bytes of memory the allocator holds resident"
+    );
 }
