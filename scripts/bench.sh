@@ -20,6 +20,11 @@
 # (CHAT_PUBLISH_BATCHING): the durable mode is `--sync-interval always
 # --batching atomic`.
 #
+# GATEWAY_WRAP runs the gateway under another program, e.g.
+# GATEWAY_WRAP="valgrind --tool=dhat --dhat-out-file=/tmp/dhat.json" for a
+# heap profile (of a gateway built on the system allocator: DHAT does not
+# see jemalloc's allocations).
+#
 # NATS_EXTRA adds flags to the NATS server (e.g. "--profile 6061 -m 8222"
 # to read its goroutines and /jsz while a scenario runs).
 #
@@ -113,10 +118,11 @@ scenario=${1:-}
 # Idle connections are file descriptors: as many as this shell may have.
 ulimit -n "$(ulimit -Hn)"
 [ "$scenario" = backlog ] || start_persister
-GATEWAY_ADDR="127.0.0.1:$gport" DATABASE_URL="postgres://chat_gateway@127.0.0.1:${PGPORT}/$db" "$BIN/gateway" >"$WORK/gateway.log" 2>&1 &
+# shellcheck disable=SC2086 # GATEWAY_WRAP is a command line, split on purpose
+GATEWAY_ADDR="127.0.0.1:$gport" DATABASE_URL="postgres://chat_gateway@127.0.0.1:${PGPORT}/$db" ${GATEWAY_WRAP:-} "$BIN/gateway" >"$WORK/gateway.log" 2>&1 &
 gateway_pid=$!
 pids+=("$gateway_pid")
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$gport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 say "nats sync_interval: ${SYNC:-as shipped (nats.conf)}; publish batching: ${CHAT_PUBLISH_BATCHING:-off}; webhooks: ${WEBHOOK:-off}"
 args=("$@")
 [ "$scenario" = connections ] && args+=(--gateway-pid "$gateway_pid")

@@ -206,10 +206,7 @@ fn websocket(
                 };
                 Ok(ws.accept(FRAME_HARD_LIMIT, move |socket| {
                     let sessions = app.sessions.clone();
-                    sessions.track_future(async move {
-                        crate::session::serve(socket, app, identity).await;
-                        drop(permit);
-                    })
+                    sessions.track_future(crate::session::serve(socket, app, identity, permit))
                 }))
             },
         )

@@ -60,9 +60,10 @@ impl Room {
 
 struct LocalUser {
     /// As the user's latest token or `user:update` has it.
-    profile: shared::protocol::User,
+    profile: Arc<shared::protocol::User>,
     rooms: HashSet<String>,
-    conns: HashMap<ConnId, Conn>,
+    /// Mostly one: a vector, not a map, which would allocate four slots.
+    conns: Vec<Conn>,
 }
 
 #[derive(Default)]
@@ -158,13 +159,13 @@ impl Hub {
 
     /// The name of a user connected here.
     pub fn user(&self, id: Uuid) -> Option<shared::protocol::User> {
-        self.read().users.get(&id).map(|u| u.profile.clone())
+        self.read().users.get(&id).map(|u| (*u.profile).clone())
     }
 
     /// A local user's new profile (`user:update`).
     pub fn update_profile(&self, profile: &shared::protocol::User) {
         if let Some(u) = self.write().users.get_mut(&profile.id) {
-            u.profile = profile.clone();
+            u.profile = Arc::new(profile.clone());
         }
     }
 
@@ -179,7 +180,7 @@ impl Hub {
     pub async fn connect(
         &self,
         conn: Conn,
-        profile: &shared::protocol::User,
+        profile: &Arc<shared::protocol::User>,
         mut stored_rooms: Vec<String>,
         loaded_at: std::time::Instant,
     ) -> (Vec<String>, bool) {
@@ -194,13 +195,13 @@ impl Hub {
             });
             let first = !inner.users.contains_key(&conn.user);
             let user = inner.users.entry(conn.user).or_insert_with(|| LocalUser {
-                profile: profile.clone(),
+                profile: Arc::clone(profile),
                 rooms: HashSet::new(),
-                conns: HashMap::new(),
+                conns: Vec::new(),
             });
-            user.profile = profile.clone();
+            user.profile = Arc::clone(profile);
             user.rooms.extend(stored_rooms);
-            user.conns.insert(conn.id, conn.clone());
+            user.conns.push(conn.clone());
             let rooms: Vec<String> = user.rooms.iter().cloned().collect();
             for room in &rooms {
                 inner
@@ -225,7 +226,7 @@ impl Hub {
         let Some(user) = inner.users.get_mut(&conn.user) else {
             return false;
         };
-        user.conns.remove(&conn.id);
+        user.conns.retain(|c| c.id != conn.id);
         let rooms: Vec<String> = user.rooms.iter().cloned().collect();
         let last = user.conns.is_empty();
         if last {
@@ -257,7 +258,7 @@ impl Hub {
             if let Some(local) = inner.users.get(&conn.user) {
                 users
                     .entry(conn.user)
-                    .or_insert_with(|| local.profile.clone());
+                    .or_insert_with(|| (*local.profile).clone());
             }
         }
         users
@@ -268,7 +269,7 @@ impl Hub {
         self.read()
             .users
             .values()
-            .map(|u| (u.profile.clone(), u.rooms.iter().cloned().collect()))
+            .map(|u| ((*u.profile).clone(), u.rooms.iter().cloned().collect()))
             .collect()
     }
 
@@ -299,7 +300,11 @@ impl Hub {
     /// Queues `frame` to one connection.
     pub fn deliver_to_conn(&self, user: Uuid, conn: ConnId, frame: &Frame) {
         let inner = self.read();
-        if let Some(c) = inner.users.get(&user).and_then(|u| u.conns.get(&conn)) {
+        if let Some(c) = inner
+            .users
+            .get(&user)
+            .and_then(|u| u.conns.iter().find(|c| c.id == conn))
+        {
             c.offer(frame, None);
         }
     }
@@ -320,7 +325,7 @@ impl Hub {
             return false;
         };
         local.rooms.insert(room.to_owned());
-        let conns: Vec<Conn> = local.conns.values().cloned().collect();
+        let conns = local.conns.clone();
         let entry = inner.rooms.entry(room.to_owned()).or_default();
         for c in conns {
             entry.conns.insert(c.id, c);
@@ -335,7 +340,7 @@ impl Hub {
             return;
         };
         local.rooms.remove(room);
-        let ids: Vec<ConnId> = local.conns.keys().copied().collect();
+        let ids: Vec<ConnId> = local.conns.iter().map(|c| c.id).collect();
         for id in ids {
             remove_conn(&mut inner, room, id);
         }
@@ -408,7 +413,7 @@ impl Hub {
     async fn on_user_event(&self, user: Uuid, event: &RoomEvent) {
         if event.kind == DISCONNECT_EVENT {
             if let Some(local) = self.read().users.get(&user) {
-                for conn in local.conns.values() {
+                for conn in &local.conns {
                     conn.close(close::DISCONNECTED);
                 }
             }
@@ -429,7 +434,7 @@ impl Hub {
         };
         let inner = self.read();
         if let Some(local) = inner.users.get(&user) {
-            for conn in local.conns.values() {
+            for conn in &local.conns {
                 conn.offer(&frame, event.temp_id);
             }
         }
@@ -501,6 +506,14 @@ impl Hub {
     pub fn mark_big(&self, room: &str) {
         if let Some(entry) = self.read().rooms.get(room) {
             entry.big.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Closes every local connection with `reason` (the gateway is
+    /// stopping), after what each has queued.
+    pub fn close_all(&self, reason: crate::outbox::CloseReason) {
+        for conn in self.read().users.values().flat_map(|u| &u.conns) {
+            conn.close(reason);
         }
     }
 

@@ -13,6 +13,7 @@ pub mod batching;
 pub mod body;
 pub mod config;
 pub mod conn;
+pub mod dispatch;
 pub mod filters;
 pub mod http;
 pub mod hub;
@@ -123,6 +124,7 @@ pub async fn run(
     });
 
     let stop = app.stop.clone();
+    let stopping = app.clone();
     let (fatal_seen_tx, fatal_seen) = tokio::sync::oneshot::channel();
     let server = warp::serve(http::routes(app.clone(), metrics))
         .incoming(listener)
@@ -134,6 +136,7 @@ pub async fn run(
                 }
             }
             stop.cancel();
+            stopping.hub.close_all(conn::close::SERVER_RESTART);
         })
         .run();
     server.await;

@@ -1,17 +1,22 @@
-//! A connection's queue of frames to write: bounded, one reader (the
-//! writer task), any number of senders (the hub's fan-out, the session's
-//! replies), and no memory while it is empty.
+//! A connection's queue of frames to write: bounded, read by the
+//! connection's own task, written by any number of senders (the hub's
+//! fan-out, the session's replies), with no memory while it is empty.
 //!
-//! tokio's bounded channel did this job but allocates its first block of
-//! 32 slots and its bookkeeping up front: 1.5 KB for every connection,
-//! idle or not, the largest part of an idle connection after its tasks.
-//! Here the frames sit in a `VecDeque` that allocates when the first frame
-//! waits and is given back when a burst has drained.
+//! The same lock keeps the two other things senders and the connection's
+//! task share: the events held back behind sends waiting for their PubAcks
+//! (the ack gate), and whether and why the connection is ending. An idle
+//! connection so costs one allocation here, not one per concern: tokio's
+//! bounded channel alone allocated 1.5 KB up front, and two cancellation
+//! tokens and two more mutexes came on top. The frames sit in a `VecDeque`
+//! that allocates when the first frame waits and is given back when a
+//! burst has drained.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::websocket::Frame;
 
@@ -24,31 +29,68 @@ const KEEP: usize = 8;
 pub enum Refused {
     /// The queue holds its capacity: the reader is not keeping up.
     Full,
-    /// The writer is gone: the connection is closing.
+    /// The connection is ending: nothing more is written.
     Closed,
+}
+
+/// A close code and its reason, as the close frame carries them.
+pub type CloseReason = (u16, &'static str);
+
+/// How a connection ends, once something ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: CloseReason,
+    /// Ended at once, dropping what was queued (a slow reader), rather
+    /// than after what is queued has been written.
+    pub abort: bool,
+}
+
+/// What the connection's task is to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Write(Frame),
+    /// Stop reading and end the connection; [`Receiver::ending`] says how.
+    End,
 }
 
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
-    /// A frame was queued, or the last sender went.
-    readable: Notify,
-    /// A frame left a full queue, or the reader went.
-    writable: Notify,
+    /// A frame was queued, or the connection is to end.
+    wake: Notify,
 }
 
+#[derive(Default)]
 struct State {
     frames: VecDeque<Frame>,
-    senders: usize,
+    /// Sends published and not acked yet: a handful at most, in order.
+    awaiting: Vec<Uuid>,
+    /// Events held until the acks of the sends they follow are queued.
+    held: VecDeque<(Frame, Option<Uuid>)>,
+    ending: Option<Ending>,
+    /// The connection's task while a write waits on the socket: an abort
+    /// wakes it.
+    writing: Option<Waker>,
     reader_gone: bool,
 }
 
+impl State {
+    fn awaits(&self, temp_id: Option<Uuid>) -> bool {
+        temp_id.is_some_and(|t| self.awaiting.contains(&t))
+    }
+
+    fn refuses(&self) -> bool {
+        self.reader_gone || self.ending.is_some_and(|e| e.abort)
+    }
+}
+
 /// The sending side; clones share the queue.
+#[derive(Clone)]
 pub struct Sender {
     shared: Arc<Shared>,
 }
 
-/// The one reading side.
+/// The one reading side, held by the connection's task.
 pub struct Receiver {
     shared: Arc<Shared>,
 }
@@ -56,14 +98,9 @@ pub struct Receiver {
 /// A queue of at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            frames: VecDeque::new(),
-            senders: 1,
-            reader_gone: false,
-        }),
+        state: Mutex::new(State::default()),
         capacity: capacity.max(1),
-        readable: Notify::new(),
-        writable: Notify::new(),
+        wake: Notify::new(),
     });
     (
         Sender {
@@ -79,37 +116,93 @@ impl Shared {
         // change is one push or pop); carry on with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Queues `frame` if there is room; the caller holds the lock.
+    fn push(&self, state: &mut State, frame: Frame) -> Result<(), Refused> {
+        if state.refuses() {
+            return Err(Refused::Closed);
+        }
+        if state.frames.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        state.frames.push_back(frame);
+        Ok(())
+    }
 }
 
 impl Sender {
     /// Queues `frame` now, or says why not.
     pub fn try_send(&self, frame: Frame) -> Result<(), Refused> {
+        let pushed = self.shared.push(&mut self.shared.state(), frame);
+        if pushed.is_ok() {
+            self.shared.wake.notify_one();
+        }
+        pushed
+    }
+
+    /// Queues an event without waiting, unless the ack gate holds it: once
+    /// one event is held, every later one is held behind it, so each
+    /// room's events stay in `seq` order.
+    pub fn offer(&self, frame: &Frame, temp_id: Option<Uuid>) -> Result<(), Refused> {
         let mut state = self.shared.state();
-        if state.reader_gone {
+        if state.held.is_empty() && !state.awaits(temp_id) {
+            drop(state);
+            return self.try_send(frame.clone());
+        }
+        if state.refuses() {
             return Err(Refused::Closed);
         }
-        if state.frames.len() >= self.shared.capacity {
+        if state.held.len() >= self.shared.capacity {
             return Err(Refused::Full);
         }
-        state.frames.push_back(frame);
-        drop(state);
-        self.shared.readable.notify_one();
+        state.held.push_back((frame.clone(), temp_id));
         Ok(())
     }
 
-    /// Queues `frame`, waiting while the queue is full; `Err` once the
-    /// writer is gone.
-    pub async fn send(&self, frame: Frame) -> Result<(), Refused> {
-        loop {
-            let writable = self.shared.writable.notified();
-            tokio::pin!(writable);
-            // Registered before the check, so a pop in between wakes it.
-            writable.as_mut().enable();
-            match self.try_send(frame.clone()) {
-                Err(Refused::Full) => writable.await,
-                done => return done,
+    /// Queues the connection's own reply whatever the queue holds: the
+    /// connection reads its next frame only while the queue has room
+    /// ([`Receiver::has_room`]), so replies stay bounded by that and by
+    /// the sends in flight.
+    pub fn reply(&self, frame: Frame) -> Result<(), Refused> {
+        let mut state = self.shared.state();
+        if state.refuses() {
+            return Err(Refused::Closed);
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// A send with this `temp_id` is about to be published: events that
+    /// carry it wait for its ack.
+    pub fn expect_ack(&self, temp_id: Uuid) {
+        self.shared.state().awaiting.push(temp_id);
+    }
+
+    /// The reply to the send `temp_id` (an ack or an error) is queued: the
+    /// events held for it go, up to the next one whose own ack is still on
+    /// its way.
+    pub fn settle(&self, temp_id: Uuid) -> Result<(), Refused> {
+        let mut state = self.shared.state();
+        state.awaiting.retain(|t| *t != temp_id);
+        let mut result = Ok(());
+        // Pushed under the lock so no new event overtakes them.
+        while let Some((_, t)) = state.held.front() {
+            if state.awaits(*t) {
+                break;
+            }
+            let Some((frame, _)) = state.held.pop_front() else {
+                break;
+            };
+            result = self.shared.push(&mut state, frame);
+            if result.is_err() {
+                break;
             }
         }
+        drop(state);
+        self.shared.wake.notify_one();
+        result
     }
 
     /// Frames that can be queued now.
@@ -122,64 +215,102 @@ impl Sender {
     pub fn max_capacity(&self) -> usize {
         self.shared.capacity
     }
-}
 
-impl Clone for Sender {
-    fn clone(&self) -> Self {
-        self.shared.state().senders += 1;
-        Self {
-            shared: self.shared.clone(),
-        }
+    /// Ends the connection with `reason` after what is queued has been
+    /// written. The first reason given is the one sent.
+    pub fn close(&self, reason: CloseReason) {
+        self.end(Ending {
+            reason,
+            abort: false,
+        });
     }
-}
 
-impl Drop for Sender {
-    fn drop(&mut self) {
-        let last = {
-            let mut state = self.shared.state();
-            state.senders -= 1;
-            state.senders == 0
+    /// Ends the connection with `reason` now, dropping what is queued.
+    pub fn abort(&self, reason: CloseReason) {
+        self.end(Ending {
+            reason,
+            abort: true,
+        });
+    }
+
+    fn end(&self, ending: Ending) {
+        let mut state = self.shared.state();
+        let reason = state.ending.map_or(ending.reason, |e| e.reason);
+        let abort = ending.abort || state.ending.is_some_and(|e| e.abort);
+        state.ending = Some(Ending { reason, abort });
+        let writing = if abort {
+            state.frames = VecDeque::new();
+            state.held = VecDeque::new();
+            state.writing.take()
+        } else {
+            None
         };
-        if last {
-            self.shared.readable.notify_one();
+        drop(state);
+        self.shared.wake.notify_one();
+        if let Some(task) = writing {
+            task.wake();
         }
     }
 }
 
 impl Receiver {
-    /// The next frame; `None` once every sender is gone and the queue is
-    /// empty.
-    pub async fn recv(&mut self) -> Option<Frame> {
+    /// The next thing to do: end the connection once something ended it
+    /// (frames still queued are left for [`Receiver::try_recv`] after the
+    /// connection has left its rooms), else write the next frame, waiting
+    /// for one.
+    pub async fn next(&self) -> Next {
         loop {
             {
                 let mut state = self.shared.state();
-                if let Some(frame) = self.pop(&mut state) {
-                    return Some(frame);
+                if state.ending.is_some() {
+                    return Next::End;
                 }
-                if state.senders == 0 {
-                    return None;
+                if let Some(frame) = self.pop(&mut state) {
+                    return Next::Write(frame);
                 }
             }
             // `notify_one` leaves a permit when nobody waits: a frame
             // queued between the check and this wait is not missed.
-            self.shared.readable.notified().await;
+            self.shared.wake.notified().await;
         }
     }
 
-    /// The next frame if one is queued.
-    pub fn try_recv(&mut self) -> Option<Frame> {
+    /// The next frame if one is queued and the connection was not aborted.
+    pub fn try_recv(&self) -> Option<Frame> {
         let mut state = self.shared.state();
         self.pop(&mut state)
     }
 
+    /// Ready once the connection is aborted; else `cx` is woken by an
+    /// abort. For a write that waits on the socket.
+    pub fn poll_aborted(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut state = self.shared.state();
+        if state.ending.is_some_and(|e| e.abort) {
+            return Poll::Ready(());
+        }
+        match &mut state.writing {
+            Some(waker) => waker.clone_from(cx.waker()),
+            none => *none = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Whether something ended the connection, and how.
+    pub fn ending(&self) -> Option<Ending> {
+        self.shared.state().ending
+    }
+
+    /// Whether the queue has room for another frame: the connection reads
+    /// its client's next frame only then, so a client that does not read
+    /// its replies is not read either.
+    pub fn has_room(&self) -> bool {
+        self.shared.state().frames.len() < self.shared.capacity
+    }
+
     fn pop(&self, state: &mut State) -> Option<Frame> {
-        let was_full = state.frames.len() >= self.shared.capacity;
         let frame = state.frames.pop_front()?;
         if state.frames.is_empty() && state.frames.capacity() > KEEP {
             state.frames = VecDeque::new();
-        }
-        if was_full {
-            self.shared.writable.notify_one();
         }
         Some(frame)
     }
@@ -190,69 +321,9 @@ impl Drop for Receiver {
         let mut state = self.shared.state();
         state.reader_gone = true;
         state.frames = VecDeque::new();
-        drop(state);
-        self.shared.writable.notify_waiters();
+        state.held = VecDeque::new();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(s: &'static str) -> Frame {
-        Frame::from_static(s)
-    }
-
-    #[tokio::test]
-    async fn frames_come_out_in_order_and_the_queue_ends_with_its_last_sender() {
-        let (tx, mut rx) = outbox(4);
-        let other = tx.clone();
-        tx.try_send(f("a")).unwrap();
-        other.send(f("b")).await.unwrap();
-        drop(tx);
-        assert_eq!(rx.recv().await.as_deref(), Some("a"));
-        assert_eq!(rx.try_recv().as_deref(), Some("b"));
-        drop(other);
-        assert_eq!(rx.recv().await, None, "no sender left and nothing queued");
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_refuses_at_once_and_a_send_waits_for_room() {
-        let (tx, mut rx) = outbox(2);
-        tx.try_send(f("1")).unwrap();
-        tx.try_send(f("2")).unwrap();
-        assert_eq!(tx.try_send(f("3")), Err(Refused::Full));
-        assert_eq!(tx.capacity(), 0);
-        let waiting = tokio::spawn(async move {
-            tx.send(f("3")).await.unwrap();
-            tx
-        });
-        tokio::task::yield_now().await;
-        assert_eq!(rx.recv().await.as_deref(), Some("1"));
-        let tx = waiting.await.unwrap();
-        assert_eq!(rx.try_recv().as_deref(), Some("2"));
-        assert_eq!(rx.try_recv().as_deref(), Some("3"));
-        assert_eq!(tx.capacity(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_reader_waits_for_a_frame_and_senders_learn_when_it_is_gone() {
-        let (tx, mut rx) = outbox(2);
-        let reader = tokio::spawn(async move { rx.recv().await });
-        tokio::task::yield_now().await;
-        tx.try_send(f("late")).unwrap();
-        assert_eq!(reader.await.unwrap().as_deref(), Some("late"));
-        assert_eq!(tx.try_send(f("x")), Err(Refused::Closed));
-        assert_eq!(tx.send(f("x")).await, Err(Refused::Closed));
-    }
-
-    #[test]
-    fn a_drained_queue_gives_its_buffer_back() {
-        let (tx, mut rx) = outbox(64);
-        for _ in 0..40 {
-            tx.try_send(f("e")).unwrap();
-        }
-        while rx.try_recv().is_some() {}
-        assert_eq!(rx.shared.state().frames.capacity(), 0);
-    }
-}
+mod tests;

@@ -61,9 +61,12 @@ pub fn upgrade() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clone
 }
 
 impl Upgrade {
-    /// Answers `101 Switching Protocols` and runs `serve` on the socket once
-    /// the connection is upgraded. `max_frame` bounds a client's frame and
-    /// message.
+    /// Answers `101 Switching Protocols` and, once the connection is
+    /// upgraded, spawns the future `serve` makes of the socket as a task of
+    /// its own. `max_frame` bounds a client's frame and message.
+    ///
+    /// Spawned, not awaited here: the connection's one long-lived task is
+    /// then that future alone, without this upgrade's state around it.
     pub fn accept<F, U>(self, max_frame: usize, serve: F) -> Response
     where
         F: FnOnce(Socket) -> U + Send + 'static,
@@ -81,7 +84,7 @@ impl Upgrade {
                         let io = TokioIo::new(upgraded);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                        serve(socket).await;
+                        tokio::spawn(serve(socket));
                     }
                     Err(err) => tracing::debug!(error = %err, "websocket upgrade failed"),
                 }
