@@ -28,13 +28,17 @@ pub async fn guest_user(
     base: &str,
     name: &str,
 ) -> anyhow::Result<(String, String)> {
-    let v: Value = http
+    let response = http
         .post(format!("{base}/v1/auth/guest"))
         .json(&json!({ "name": name }))
         .send()
-        .await?
-        .json()
         .await?;
+    // Read as text first: a failed sign-in is reported with its status
+    // and body, not as a JSON error about an empty body.
+    let status = response.status();
+    let body = response.text().await?;
+    let v: Value = serde_json::from_str(&body)
+        .with_context(|| format!("guest sign-in answered {status} with {body:?}"))?;
     let token = v["token"].as_str().context("no token")?.to_owned();
     let id = v["user"]["id"].as_str().context("no user id")?.to_owned();
     Ok((token, id))
