@@ -65,12 +65,11 @@ impl Conn {
     /// unless the connection is falling behind: then it is dropped, so the
     /// room left in the queue goes to messages.
     pub(crate) fn offer_ephemeral(&self, frame: &Frame) {
-        let free = self.tx.capacity();
-        if free * 4 <= self.tx.max_capacity() {
+        let offered = self.tx.offer_ephemeral(frame);
+        if offered == Ok(false) {
             metrics::counter!("gateway_ephemeral_dropped_total").increment(1);
-            return;
         }
-        self.offer(frame, None);
+        self.unless_too_slow(offered.map(drop));
     }
 
     /// Queues an event without waiting, unless the ack gate holds it.

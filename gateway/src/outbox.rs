@@ -117,15 +117,54 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `frame` if there is room; the caller holds the lock.
-    fn push(&self, state: &mut State, frame: Frame) -> Result<(), Refused> {
+    /// Queues `frame` if there is room (or whatever the queue holds,
+    /// unless `bounded`); the caller holds the lock.
+    fn push(&self, state: &mut State, frame: Frame, bounded: bool) -> Result<(), Refused> {
         if state.refuses() {
             return Err(Refused::Closed);
         }
-        if state.frames.len() >= self.capacity {
+        if bounded && state.frames.len() >= self.capacity {
             return Err(Refused::Full);
         }
         state.frames.push_back(frame);
+        Ok(())
+    }
+
+    /// [`Shared::push`] under the lock `state` holds, then wakes the
+    /// reader once the lock is let go.
+    fn push_and_wake(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        frame: Frame,
+        bounded: bool,
+    ) -> Result<(), Refused> {
+        let pushed = self.push(&mut state, frame, bounded);
+        drop(state);
+        if pushed.is_ok() {
+            self.wake.notify_one();
+        }
+        pushed
+    }
+
+    /// Queues an event unless the ack gate holds it: once one event is
+    /// held, every later one is held behind it, so each room's events stay
+    /// in `seq` order.
+    fn offer(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        frame: &Frame,
+        temp_id: Option<Uuid>,
+    ) -> Result<(), Refused> {
+        if state.held.is_empty() && !state.awaits(temp_id) {
+            return self.push_and_wake(state, frame.clone(), true);
+        }
+        if state.refuses() {
+            return Err(Refused::Closed);
+        }
+        if state.held.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        state.held.push_back((frame.clone(), temp_id));
         Ok(())
     }
 }
@@ -133,30 +172,24 @@ impl Shared {
 impl Sender {
     /// Queues `frame` now, or says why not.
     pub fn try_send(&self, frame: Frame) -> Result<(), Refused> {
-        let pushed = self.shared.push(&mut self.shared.state(), frame);
-        if pushed.is_ok() {
-            self.shared.wake.notify_one();
-        }
-        pushed
+        self.shared.push_and_wake(self.shared.state(), frame, true)
     }
 
-    /// Queues an event without waiting, unless the ack gate holds it: once
-    /// one event is held, every later one is held behind it, so each
-    /// room's events stay in `seq` order.
+    /// Queues an event without waiting, unless the ack gate holds it.
     pub fn offer(&self, frame: &Frame, temp_id: Option<Uuid>) -> Result<(), Refused> {
-        let mut state = self.shared.state();
-        if state.held.is_empty() && !state.awaits(temp_id) {
-            drop(state);
-            return self.try_send(frame.clone());
+        self.shared.offer(self.shared.state(), frame, temp_id)
+    }
+
+    /// Queues an event that loses nothing when dropped (typing, presence)
+    /// unless three quarters of the queue are taken: then it is dropped
+    /// (`Ok(false)`), so the room left goes to messages.
+    pub fn offer_ephemeral(&self, frame: &Frame) -> Result<bool, Refused> {
+        let state = self.shared.state();
+        let free = self.shared.capacity.saturating_sub(state.frames.len());
+        if free * 4 <= self.shared.capacity {
+            return Ok(false);
         }
-        if state.refuses() {
-            return Err(Refused::Closed);
-        }
-        if state.held.len() >= self.shared.capacity {
-            return Err(Refused::Full);
-        }
-        state.held.push_back((frame.clone(), temp_id));
-        Ok(())
+        self.shared.offer(state, frame, None).map(|()| true)
     }
 
     /// Queues the connection's own reply whatever the queue holds: the
@@ -164,14 +197,7 @@ impl Sender {
     /// ([`Receiver::has_room`]), so replies stay bounded by that and by
     /// the sends in flight.
     pub fn reply(&self, frame: Frame) -> Result<(), Refused> {
-        let mut state = self.shared.state();
-        if state.refuses() {
-            return Err(Refused::Closed);
-        }
-        state.frames.push_back(frame);
-        drop(state);
-        self.shared.wake.notify_one();
-        Ok(())
+        self.shared.push_and_wake(self.shared.state(), frame, false)
     }
 
     /// A send with this `temp_id` is about to be published: events that
@@ -187,6 +213,7 @@ impl Sender {
         let mut state = self.shared.state();
         state.awaiting.retain(|t| *t != temp_id);
         let mut result = Ok(());
+        let mut pushed = false;
         // Pushed under the lock so no new event overtakes them.
         while let Some((_, t)) = state.held.front() {
             if state.awaits(*t) {
@@ -195,13 +222,16 @@ impl Sender {
             let Some((frame, _)) = state.held.pop_front() else {
                 break;
             };
-            result = self.shared.push(&mut state, frame);
+            result = self.shared.push(&mut state, frame, true);
             if result.is_err() {
                 break;
             }
+            pushed = true;
         }
         drop(state);
-        self.shared.wake.notify_one();
+        if pushed {
+            self.shared.wake.notify_one();
+        }
         result
     }
 
@@ -209,11 +239,6 @@ impl Sender {
     pub fn capacity(&self) -> usize {
         let state = self.shared.state();
         self.shared.capacity.saturating_sub(state.frames.len())
-    }
-
-    /// Frames the queue holds at most.
-    pub fn max_capacity(&self) -> usize {
-        self.shared.capacity
     }
 
     /// Ends the connection with `reason` after what is queued has been

@@ -132,7 +132,7 @@ async fn run(
         }
     }
     if healthy {
-        Box::pin(finish(socket, rx)).await;
+        finish(socket, rx).await;
     }
 }
 
